@@ -1,0 +1,1 @@
+"""The ingest daemon: watches the inbox and turns each complete file into a record."""

@@ -1,0 +1,128 @@
+"""The `htx` command. Loads the configuration once and passes it to what each command runs.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+
+from models import config as config_module
+from models.config import Config, ConfigError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("htx")
+
+Command = Callable[[Config, argparse.Namespace], int]
+
+
+def stop_event_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C), so the main loop can stop cleanly."""
+    stop = threading.Event()
+
+    def _handle(signum: int, _frame: object) -> None:
+        log.info("%s received: finishing the work in hand", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handle)
+    signal.signal(signal.SIGINT, _handle)
+    return stop
+
+
+def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
+    from daemon.service import Daemon
+
+    daemon = Daemon(config, observe=not args.once)
+    stop = stop_event_on_signals()
+    daemon.start()
+    try:
+        if args.once:
+            while not daemon.wait_idle(timeout=0.5):
+                if stop.is_set():
+                    break
+        else:
+            daemon.run(stop)
+    finally:
+        daemon.stop()
+    log.info("daemon stopped")
+    return EXIT_OK
+
+
+def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
+    print(f"# configuration from {config.source or 'built-in defaults'}: OK")
+    for section, values in config_module.as_dict(config).items():
+        print(f"\n[{section}]")
+        for key, value in values.items():
+            print(f"{key} = {_toml_value(value)}")
+    print("\n# resolved paths")
+    for label, path in (
+        ("data_dir", config.data_dir),
+        ("inbox", config.inbox_dir),
+        ("database", config.database_url),
+    ):
+        print(f"# {label}: {path}")
+    return EXIT_OK
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="htx",
+        description="HTX, an image inbox: watched folder and uploads to records with thumbnails and captions.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"configuration file (default: ${config_module.CONFIG_ENV}, else ./config.toml, else built-in defaults)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    daemon = commands.add_parser("daemon", help="watch the inbox and process every image (runs until stopped)")
+    daemon.add_argument("--once", action="store_true", help="process what is in the inbox now, then exit")
+    daemon.set_defaults(handler=cmd_daemon)
+
+    check = commands.add_parser("check-config", help="validate the configuration and print the effective settings")
+    check.set_defaults(handler=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_module.load(args.config)
+    except ConfigError as error:
+        print(f"htx: configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    from daemon.logs import configure_logging
+
+    configure_logging(config.log)
+    handler: Command = args.handler
+    try:
+        return handler(config, args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception:
+        log.exception("htx %s failed", args.command)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The daemon's writes to the database. Each function runs inside the writer's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from daemon.pipeline import PreparedImage
+from models.tables import DaemonState, Image
+
+images = Image.__table__
+daemon_state = DaemonState.__table__
+
+
+def utcnow() -> datetime:
+    """Naive UTC, as stored (SQLite has no time zones)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class KnownImage:
+    id: int
+    sha256: str
+    size_bytes: int
+    hash_ms: float | None
+    status: str
+    filename: str
+    inbox_path: str | None
+    stored_path: str | None
+
+
+_KNOWN_COLUMNS = [
+    images.c.id,
+    images.c.sha256,
+    images.c.size_bytes,
+    images.c.hash_ms,
+    images.c.status,
+    images.c.filename,
+    images.c.inbox_path,
+    images.c.stored_path,
+]
+
+
+def find_by_sha(connection: Connection, sha256: str) -> KnownImage | None:
+    row = connection.execute(select(*_KNOWN_COLUMNS).where(images.c.sha256 == sha256)).one_or_none()
+    return KnownImage(*row) if row else None
+
+
+def insert_pending(
+    connection: Connection, *, sha256: str, filename: str, inbox_path: str, size_bytes: int, hash_ms: float
+) -> int:
+    result = connection.execute(
+        insert(images).values(
+            sha256=sha256,
+            filename=filename,
+            status="pending",
+            received_at=utcnow(),
+            inbox_path=inbox_path,
+            size_bytes=size_bytes,
+            hash_ms=hash_ms,
+        )
+    )
+    return result.inserted_primary_key[0]
+
+
+def update_image(connection: Connection, image_id: int, values: dict[str, Any]) -> None:
+    connection.execute(update(images).where(images.c.id == image_id).values(**values))
+
+
+def claim(connection: Connection, image_id: int) -> bool:
+    """pending -> processing; False if the image is not pending (already taken or finished)."""
+    result = connection.execute(
+        update(images)
+        .where(images.c.id == image_id, images.c.status == "pending")
+        .values(status="processing", error=None, error_kind=None)
+    )
+    return result.rowcount == 1
+
+
+def reset_interrupted(connection: Connection) -> int:
+    """Put images a crash left in `processing` back to `pending`; returns how many."""
+    result = connection.execute(
+        update(images).where(images.c.status == "processing").values(status="pending")
+    )
+    return result.rowcount
+
+
+def pending_images(connection: Connection) -> list[KnownImage]:
+    rows = connection.execute(
+        select(*_KNOWN_COLUMNS).where(images.c.status == "pending").order_by(images.c.id)
+    ).all()
+    return [KnownImage(*row) for row in rows]
+
+
+def prepared_values(prepared: PreparedImage) -> dict[str, Any]:
+    """Columns filled by the metadata and thumbnail stages."""
+    metadata = prepared.metadata
+    values: dict[str, Any] = {
+        "format": metadata.format,
+        "width": metadata.width,
+        "height": metadata.height,
+        "mode": metadata.mode,
+        "size_bytes": metadata.size_bytes,
+        "exif": metadata.exif,
+        "taken_at": metadata.taken_at,
+        "camera_make": metadata.camera_make,
+        "camera_model": metadata.camera_model,
+        "gps_latitude": metadata.gps_latitude,
+        "gps_longitude": metadata.gps_longitude,
+        "icc_profile": metadata.icc_profile,
+        "metadata_ms": prepared.timings_ms.get("metadata"),
+        "thumbnails_ms": prepared.timings_ms.get("thumbnails"),
+    }
+    for thumbnail in prepared.thumbnails:
+        prefix = f"thumb_{thumbnail.size_name}"
+        values[f"{prefix}_path"] = thumbnail.path
+        values[f"{prefix}_width"] = thumbnail.width
+        values[f"{prefix}_height"] = thumbnail.height
+    return values
+
+
+def write_heartbeat(
+    connection: Connection,
+    *,
+    pid: int,
+    started_at: datetime,
+    caption_model: str | None,
+    caption_device: str | None,
+    caption_status: str | None,
+) -> None:
+    values = {
+        "pid": pid,
+        "started_at": started_at,
+        "heartbeat_at": utcnow(),
+        "caption_model": caption_model,
+        "caption_device": caption_device,
+        "caption_status": caption_status,
+    }
+    changed = connection.execute(update(daemon_state).where(daemon_state.c.id == 1).values(**values))
+    if changed.rowcount == 0:
+        connection.execute(insert(daemon_state).values(id=1, **values))

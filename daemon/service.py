@@ -1,0 +1,388 @@
+"""The daemon: registers complete files, runs the pipeline on a small pool, records outcomes.
+
+Threads, each with one job:
+- the watcher's tracker and watchdog's observer find complete files and `offer` them;
+- the registrar hashes each file and creates (or finds) its row, so a new file has an id
+  within milliseconds, however long the queue of work is;
+- `pipeline.workers` workers run the stages and record the outcome;
+- the database writer applies every write, one transaction at a time.
+
+Crash safety: a row is committed before its file moves; on start, rows left `processing`
+go back to `pending`, and a file found in the inbox whose bytes already have a record is either
+a duplicate (removed) or the original of that record that a crash left behind (moved on).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon import records
+from daemon.captioner import Captioner, NoCaptioner
+from daemon.decode import configure_pillow
+from daemon.errors import MissingFile, PipelineError
+from daemon.files import FileDigest, free_name, hash_file, move_file
+from daemon.pipeline import PreparedImage, prepare
+from daemon.watcher import InboxWatcher
+from daemon.writer import DatabaseWriter
+from models import migrate
+from models.config import Config
+from models.db import make_engine
+from models.names import display_name
+
+log = logging.getLogger("htx.daemon")
+
+HEARTBEAT_S = 5.0
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One registered image waiting for the pipeline."""
+
+    image_id: int
+    sha256: str
+    size_bytes: int
+    hash_ms: float
+    filename: str
+    source: Path  # where its bytes are now
+    in_inbox: bool
+
+
+class Daemon:
+    def __init__(self, config: Config, captioner: Captioner | None = None, *, observe: bool = True) -> None:
+        self.config = config
+        self.captioner: Captioner = captioner or NoCaptioner()
+        self.engine = make_engine(config.database_url)
+        self.writer = DatabaseWriter(self.engine)
+        self.watcher = InboxWatcher(config.inbox_dir, config.watch, self.offer, observe=observe)
+        self._worker_count = config.pipeline.workers or os.cpu_count() or 1
+        self._registrations: queue.Queue[Path] = queue.Queue()
+        self._jobs: queue.Queue[Job] = queue.Queue()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started_at = records.utcnow()
+        # Work known to the daemon and not finished: paths offered, image ids queued.
+        self._state = threading.Condition()
+        self._offered_paths: set[Path] = set()
+        self._active_ids: set[int] = set()
+        self._outstanding = 0
+        # Names in failed/ are picked and used under this lock, so two failures never share one.
+        self._failed_names = threading.Lock()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Prepare the data folder and database, then start every thread and scan the inbox."""
+        for folder in (
+            self.config.inbox_dir,
+            self.config.uploads_dir,
+            self.config.originals_dir,
+            self.config.thumbnails_dir,
+            self.config.failed_dir,
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+        configure_pillow(self.config.pipeline.max_pixels)
+        migrate.upgrade(self.engine)
+        self.writer.start()
+        interrupted = self.writer.call(records.reset_interrupted)
+        if interrupted:
+            log.info("%d image(s) interrupted by a stop or crash are queued again", interrupted)
+        self.heartbeat()
+        self._spawn("htx-registrar", self._registrar_loop)
+        for number in range(self._worker_count):
+            self._spawn(f"htx-worker-{number}", self._worker_loop)
+        self._queue_pending_images()
+        self.watcher.start()
+        found = self.watcher.scan()
+        log.info(
+            "watching %s (%s, %d worker(s)); %d file(s) already in the inbox",
+            self.config.inbox_dir,
+            self.watcher.mode,
+            self._worker_count,
+            found,
+        )
+
+    def stop(self) -> None:
+        """Stop taking work, let each thread finish the image in hand, then close the database."""
+        self.watcher.stop()
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        self.writer.stop()
+        self.engine.dispose()
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set: heartbeat, and rescan the inbox every `watch.rescan_s`."""
+        rescan_s = self.config.watch.rescan_s or float("inf")
+        next_rescan = time.monotonic() + rescan_s
+        while not stop.wait(min(HEARTBEAT_S, max(0.0, next_rescan - time.monotonic()))):
+            self.heartbeat()
+            if time.monotonic() >= next_rescan:
+                self.watcher.scan()
+                next_rescan = time.monotonic() + rescan_s
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every file seen so far is finished; False if `timeout` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._state:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._state.wait_for(lambda: self._outstanding == 0, timeout=0.1)
+                if self._outstanding == 0 and self.watcher.settling() == 0:
+                    return True
+
+    def heartbeat(self) -> None:
+        self.writer.call(
+            records.write_heartbeat,
+            pid=os.getpid(),
+            started_at=self._started_at,
+            caption_model=self.captioner.model_name,
+            caption_device=self.captioner.device,
+            caption_status=None,
+        )
+
+    def _spawn(self, name: str, target: object) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def offer(self, path: Path) -> None:
+        """A complete file in the inbox (called by the watcher; must return at once)."""
+        with self._state:
+            if path in self._offered_paths:
+                return
+            self._offered_paths.add(path)
+            self._outstanding += 1
+        self._registrations.put(path)
+
+    def _queue(self, job: Job) -> None:
+        with self._state:
+            self._active_ids.add(job.image_id)
+        self._jobs.put(job)
+
+    def _release(self, path: Path | None = None, image_id: int | None = None) -> None:
+        with self._state:
+            if path is not None:
+                self._offered_paths.discard(path)
+            if image_id is not None:
+                self._active_ids.discard(image_id)
+            self._outstanding -= 1
+            self._state.notify_all()
+
+    def _queue_pending_images(self) -> None:
+        """Queue rows left `pending` by an earlier run (or a reprocess request)."""
+        for known in self.writer.call(records.pending_images):
+            if known.inbox_path is not None:
+                source, in_inbox = self.config.inbox_dir / known.inbox_path, True
+            elif known.stored_path is not None:
+                source, in_inbox = self.config.data_dir / known.stored_path, False
+            else:
+                source, in_inbox = None, False
+            if source is None or not source.is_file():
+                self._record_missing(known)
+                continue
+            with self._state:
+                self._outstanding += 1
+                if in_inbox:
+                    self._offered_paths.add(source)
+            self._queue(
+                Job(known.id, known.sha256, known.size_bytes, known.hash_ms or 0.0, known.filename, source, in_inbox)
+            )
+
+    def _record_missing(self, known: records.KnownImage) -> None:
+        error = MissingFile()
+        values = {
+            "status": "failed",
+            "error": error.message,
+            "error_kind": error.kind,
+            "processed_at": records.utcnow(),
+            "inbox_path": None,
+        }
+        self.writer.call(records.update_image, known.id, values)
+        log.warning("image %d %s: failed: %s", known.id, known.filename, error.message)
+
+    # -- registration -------------------------------------------------------------------------
+
+    def _registrar_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                path = self._registrations.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                job = self._register(path)
+            except Exception:
+                log.exception("could not register %s", self._relative(path))
+                job = None
+            if job is None:
+                self._release(path)
+            else:
+                self._queue(job)
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.config.inbox_dir).as_posix()
+        except ValueError:
+            return path.name
+
+    def _register(self, path: Path) -> Job | None:
+        """Hash a complete inbox file and find or create its row; a Job if there is work to do."""
+        relative = self._relative(path)
+        started = time.perf_counter()
+        try:
+            digest: FileDigest = hash_file(path)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            log.warning("cannot read %s: %s", relative, error.strerror)
+            return None
+        hash_ms = (time.perf_counter() - started) * 1000
+        known = self.writer.call(records.find_by_sha, digest.sha256)
+        if known is None:
+            filename = display_name(relative, keep_folders=True)
+            image_id = self.writer.call(
+                records.insert_pending,
+                sha256=digest.sha256,
+                filename=filename,
+                inbox_path=relative,
+                size_bytes=digest.size_bytes,
+                hash_ms=hash_ms,
+            )
+            return Job(image_id, digest.sha256, digest.size_bytes, hash_ms, filename, path, True)
+        if known.status in ("pending", "processing"):
+            with self._state:
+                active = known.id in self._active_ids
+            if active:
+                if known.inbox_path != relative:
+                    self._discard_duplicate(path, relative, known)
+                return None
+            # A row from before a restart whose file this is: carry on with it.
+            self.writer.call(records.update_image, known.id, {"inbox_path": relative})
+            return Job(known.id, known.sha256, known.size_bytes, hash_ms, known.filename, path, True)
+        stored = self.config.data_dir / known.stored_path if known.stored_path else None
+        if stored is not None and not stored.exists():
+            # The row was committed but the daemon stopped before moving the file: finish that.
+            move_file(path, stored)
+            log.info("image %d %s: original moved to the store after an interrupted run", known.id, known.filename)
+            return None
+        self._discard_duplicate(path, relative, known)
+        return None
+
+    def _discard_duplicate(self, path: Path, relative: str, known: records.KnownImage) -> None:
+        path.unlink(missing_ok=True)
+        log.info(
+            "duplicate: %s has the same bytes as image %d (%s, %s); removed from the inbox",
+            relative,
+            known.id,
+            known.filename,
+            known.status,
+        )
+
+    # -- processing ---------------------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = self._jobs.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._process(job)
+            except Exception:
+                # A bug, not a bad file (those are PipelineErrors): record it and keep going.
+                log.exception("image %d %s: unexpected error", job.image_id, job.filename)
+                self._fail_safely(job, PipelineError("internal error while processing this image"), time.perf_counter())
+            finally:
+                self._release(job.source if job.in_inbox else None, job.image_id)
+
+    def _process(self, job: Job) -> None:
+        if not self.writer.call(records.claim, job.image_id):
+            return
+        started = time.perf_counter()
+        try:
+            prepared = prepare(
+                job.source,
+                sha256=job.sha256,
+                size_bytes=job.size_bytes,
+                config=self.config,
+                caption_size=self.captioner.input_size,
+            )
+        except PipelineError as error:
+            self._fail(job, error, started)
+            return
+        self._finish(job, prepared, started, caption={"caption": None, "caption_model": None, "caption_device": None})
+
+    def _elapsed_ms(self, job: Job, started: float) -> float:
+        return job.hash_ms + (time.perf_counter() - started) * 1000
+
+    def _finish(self, job: Job, prepared: PreparedImage, started: float, *, caption: dict) -> None:
+        """Commit a done image, then move its original into the content-addressed store."""
+        extension = _EXTENSIONS[prepared.metadata.format]
+        stored_path = f"originals/{job.sha256[:2]}/{job.sha256}.{extension}"
+        processing_ms = self._elapsed_ms(job, started)
+        values = records.prepared_values(prepared) | caption | {
+            "status": "done",
+            "error": None,
+            "error_kind": None,
+            "processed_at": records.utcnow(),
+            "stored_path": stored_path,
+            "inbox_path": None,
+            "processing_ms": processing_ms,
+        }
+        self.writer.call(records.update_image, job.image_id, values)
+        self._store(job.source, self.config.data_dir / stored_path)
+        log.info("image %d %s: done in %.0f ms", job.image_id, job.filename, processing_ms)
+
+    def _fail(self, job: Job, error: PipelineError, started: float) -> None:
+        """Commit a failed image, then move its file to failed/ beside a note of the reason."""
+        processing_ms = self._elapsed_ms(job, started)
+        values = {
+            "status": "failed",
+            "error": error.message,
+            "error_kind": error.kind,
+            "processed_at": records.utcnow(),
+            "inbox_path": None,
+            "processing_ms": processing_ms,
+        }
+        with self._failed_names:
+            if isinstance(error, MissingFile):
+                destination = None
+            elif job.source.parent == self.config.failed_dir:
+                destination = job.source  # reprocessed from failed/ and failed again
+            else:
+                destination = free_name(self.config.failed_dir, display_name(job.filename), job.sha256[:12])
+            if destination is not None:
+                values["stored_path"] = destination.relative_to(self.config.data_dir).as_posix()
+            self.writer.call(records.update_image, job.image_id, values)
+            if destination is not None:
+                note = destination.with_name(destination.name + ".error.txt")
+                note.parent.mkdir(parents=True, exist_ok=True)
+                note.write_text(f"image {job.image_id} ({job.filename}, sha256 {job.sha256}): {error.message}\n")
+                self._store(job.source, destination)
+        log.warning("image %d %s: failed in %.0f ms: %s", job.image_id, job.filename, processing_ms, error.message)
+
+    def _fail_safely(self, job: Job, error: PipelineError, started: float) -> None:
+        try:
+            self._fail(job, error, started)
+        except Exception:
+            log.exception("image %d %s: could not record the failure", job.image_id, job.filename)
+
+    @staticmethod
+    def _store(source: Path, destination: Path) -> None:
+        if source == destination:
+            return
+        if destination.exists():
+            source.unlink(missing_ok=True)  # the same bytes are already stored
+        else:
+            move_file(source, destination)

@@ -1,0 +1,335 @@
+"""Notice complete files in the inbox.
+
+The watchdog handler only records what happened; a `StabilityTracker` decides when a file is
+complete and hands it to the daemon:
+
+- closed after writing (inotify) or renamed into the inbox: complete at once;
+- created or changed with no close event to wait for (polling, a folder copied in before its
+  watch existed): complete once size and mtime have been still for `watch.settle_ms`;
+- found by the start-up scan or the periodic rescan: complete if untouched for `settle_ms`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from models.config import WatchConfig
+
+log = logging.getLogger(__name__)
+
+# Filesystems where inotify sees only local changes, so a file written by another machine
+# would never produce an event.
+NETWORK_FILESYSTEMS = {
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "fuse.glusterfs",
+    "fuse.sshfs", "sshfs", "davfs", "fuse.davfs2", "fuse.rclone", "fuse.s3fs", "lustre", "gpfs",
+}
+
+
+class IgnoreRules:
+    """Names that never become records: hidden files, temporary names, NAS litter."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self._patterns = tuple(pattern.lower() for pattern in patterns)
+
+    def ignored_name(self, name: str) -> bool:
+        lowered = name.lower()
+        return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in self._patterns)
+
+    def ignored(self, relative: Path) -> bool:
+        """True if any part of the path (a folder or the file) matches a pattern."""
+        return any(self.ignored_name(part) for part in relative.parts)
+
+
+def iter_inbox_files(inbox: Path, rules: IgnoreRules, *, recursive: bool) -> Iterator[Path]:
+    """Every file in the inbox that is not ignored, skipping ignored folders entirely."""
+    for folder, subfolders, names in os.walk(inbox):
+        subfolders[:] = sorted(name for name in subfolders if recursive and not rules.ignored_name(name))
+        for name in sorted(names):
+            if not rules.ignored_name(name):
+                path = Path(folder, name)
+                if path.is_file():
+                    yield path
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem `path` is on, from /proc/mounts (Linux)."""
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            entries = [line.split()[1:3] for line in mounts if len(line.split()) >= 3]
+    except OSError:
+        return None
+    resolved = str(path.resolve())
+    best, best_type = "", None
+    for mount_point, fs_type in entries:
+        mount_point = mount_point.replace("\\040", " ")
+        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, fs_type
+    return best_type
+
+
+def choose_mode(inbox: Path, configured: str) -> str:
+    """"inotify" or "polling"; auto picks polling for a network share, where inotify is blind."""
+    if configured != "auto":
+        return configured
+    fs_type = filesystem_type(inbox)
+    if fs_type in NETWORK_FILESYSTEMS:
+        log.info("the inbox is on a %s network filesystem: watching it by polling", fs_type)
+        return "polling"
+    return "inotify"
+
+
+@dataclass
+class _Candidate:
+    size: int
+    mtime_ns: int
+    changed_at: float  # monotonic time of the last event or observed change
+    writing: bool  # someone has it open or wrote to it: with inotify, wait for the close
+
+
+class StabilityTracker:
+    """Decides when a file is complete; calls `on_complete(path)` once it is."""
+
+    def __init__(
+        self,
+        *,
+        settle_s: float,
+        waits_for_close: bool,
+        on_complete: Callable[[Path], None],
+    ) -> None:
+        self._settle_s = settle_s
+        self._waits_for_close = waits_for_close
+        # A writer that went silent without closing (it hung, or a close event was lost)
+        # still gets its file taken eventually.
+        self._stale_s = max(30.0, 10 * settle_s)
+        self._on_complete = on_complete
+        self._candidates: dict[Path, _Candidate] = {}
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="htx-stability", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def tracked(self) -> int:
+        with self._lock:
+            return len(self._candidates)
+
+    def complete(self, path: Path) -> None:
+        with self._lock:
+            self._candidates.pop(path, None)
+        self._on_complete(path)
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._candidates.pop(path, None)
+
+    def created(self, path: Path) -> None:
+        self._track(path, writing=False)
+
+    def opened(self, path: Path) -> None:
+        """Only matters for a file just created: its creator still has it open."""
+        with self._lock:
+            candidate = self._candidates.get(path)
+            if candidate is not None:
+                candidate.writing = True
+                candidate.changed_at = time.monotonic()
+
+    def modified(self, path: Path) -> None:
+        self._track(path, writing=True)
+
+    def seen(self, path: Path) -> None:
+        """A file found by a scan: complete if nothing has touched it for the settle time."""
+        with self._lock:
+            if path in self._candidates:
+                return
+        try:
+            stat = path.stat()
+        except OSError:
+            return
+        if time.time() - stat.st_mtime >= self._settle_s:
+            self._on_complete(path)
+        else:
+            self._track(path, writing=False)
+
+    def _track(self, path: Path, *, writing: bool) -> None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return
+        with self._lock:
+            candidate = self._candidates.get(path)
+            if candidate is None:
+                self._candidates[path] = _Candidate(stat.st_size, stat.st_mtime_ns, time.monotonic(), writing)
+            else:
+                candidate.writing = candidate.writing or writing
+                candidate.changed_at = time.monotonic()
+            self._lock.notify_all()
+
+    def _run(self) -> None:
+        tick = min(0.1, max(0.01, self._settle_s / 4))
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                self._lock.wait(tick)
+                due = self._due(time.monotonic())
+            for path in due:
+                self._on_complete(path)
+
+    def _due(self, now: float) -> list[Path]:
+        """Candidates now complete (called with the lock held)."""
+        due = []
+        for path, candidate in list(self._candidates.items()):
+            quiet_for = now - candidate.changed_at
+            needed = self._stale_s if (candidate.writing and self._waits_for_close) else self._settle_s
+            if quiet_for < needed:
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                del self._candidates[path]
+                continue
+            if (stat.st_size, stat.st_mtime_ns) == (candidate.size, candidate.mtime_ns):
+                del self._candidates[path]
+                due.append(path)
+            else:
+                candidate.size, candidate.mtime_ns, candidate.changed_at = stat.st_size, stat.st_mtime_ns, now
+        return due
+
+
+class _InboxEventHandler(FileSystemEventHandler):
+    """Runs on watchdog's dispatcher thread, so it only records events: no I/O beyond a stat."""
+
+    def __init__(self, inbox: Path, rules: IgnoreRules, tracker: StabilityTracker, recursive: bool) -> None:
+        self._inbox = inbox
+        self._rules = rules
+        self._tracker = tracker
+        self._recursive = recursive
+
+    def _relevant(self, raw: str | bytes) -> Path | None:
+        if not raw:
+            return None
+        path = Path(os.fsdecode(raw))
+        try:
+            relative = path.relative_to(self._inbox)
+        except ValueError:
+            return None  # moved out of the inbox
+        if not relative.parts or self._rules.ignored(relative):
+            return None
+        if not self._recursive and len(relative.parts) > 1:
+            return None
+        return path
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        if isinstance(event, FileMovedEvent):
+            source = self._relevant(event.src_path)
+            if source is not None:
+                self._tracker.forget(source)
+            destination = self._relevant(event.dest_path)
+            if destination is not None:
+                self._tracker.complete(destination)
+            return
+        path = self._relevant(event.src_path)
+        if path is None:
+            return
+        if isinstance(event, FileClosedEvent):
+            self._tracker.complete(path)
+        elif isinstance(event, FileCreatedEvent):
+            self._tracker.created(path)
+        elif isinstance(event, FileOpenedEvent):
+            self._tracker.opened(path)
+        elif isinstance(event, FileModifiedEvent):
+            self._tracker.modified(path)
+        elif isinstance(event, FileDeletedEvent):
+            self._tracker.forget(path)
+
+
+class InboxWatcher:
+    """Watches the inbox (inotify or polling) and scans it; complete files go to `on_complete`.
+
+    With `observe=False` nothing is watched: only scans find files (`htx daemon --once`).
+    """
+
+    def __init__(
+        self, inbox: Path, config: WatchConfig, on_complete: Callable[[Path], None], *, observe: bool = True
+    ) -> None:
+        self.inbox = inbox
+        self._config = config
+        self._rules = IgnoreRules(config.ignore)
+        self.mode = choose_mode(inbox, config.mode)
+        self._observer = self._make_observer() if observe else None
+        self._tracker = StabilityTracker(
+            settle_s=config.settle_ms / 1000,
+            waits_for_close=self.mode == "inotify" and self._observer is not None,
+            on_complete=on_complete,
+        )
+
+    def _make_observer(self) -> BaseObserver:
+        if self.mode == "inotify":
+            try:
+                from watchdog.observers.inotify import InotifyObserver
+
+                # Full events: a file renamed in from outside arrives as a move, not a creation,
+                # so it is known to be complete.
+                return InotifyObserver(generate_full_events=True)
+            except (ImportError, OSError) as error:
+                # Out of inotify instances, or not Linux: polling still works, only slower.
+                log.warning("inotify is not available (%s): watching the inbox by polling", error)
+                self.mode = "polling"
+        interval = min(1.0, max(0.1, self._config.settle_ms / 2000))
+        return PollingObserver(timeout=interval)
+
+    def start(self) -> None:
+        self._tracker.start()
+        if self._observer is not None:
+            handler = _InboxEventHandler(self.inbox, self._rules, self._tracker, self._config.recursive)
+            self._observer.schedule(handler, str(self.inbox), recursive=self._config.recursive)
+            self._observer.start()
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+        self._tracker.stop()
+
+    def scan(self) -> int:
+        """Offer every file now in the inbox; returns how many were found."""
+        found = 0
+        for path in iter_inbox_files(self.inbox, self._rules, recursive=self._config.recursive):
+            found += 1
+            self._tracker.seen(path)
+        return found
+
+    def settling(self) -> int:
+        """Files seen but not yet complete."""
+        return self._tracker.tracked()

@@ -1,0 +1,1 @@
+"""Shared by the daemon and the API: configuration, tables, engine and read queries."""

@@ -1,0 +1,298 @@
+"""Configuration: one TOML file read into frozen dataclasses.
+
+The file is loaded once, by the CLI, and the resulting `Config` is passed down explicitly.
+Every key is checked: an unknown key or a wrong value raises `ConfigError` naming the key,
+so the program stops at start instead of misbehaving later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_ENV = "HTX_CONFIG"
+DEFAULT_CONFIG_NAME = "config.toml"
+
+
+class ConfigError(Exception):
+    """A configuration problem a person has to fix; the message names the key."""
+
+
+def _choice(*choices: str) -> dict[str, Any]:
+    return {"choices": choices}
+
+
+def _at_least(minimum: int | float) -> dict[str, Any]:
+    return {"minimum": minimum}
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    data_dir: str = "data"
+    inbox: str = ""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    mode: str = field(default="auto", metadata=_choice("auto", "inotify", "polling"))
+    recursive: bool = True
+    settle_ms: int = field(default=1000, metadata=_at_least(0))
+    rescan_s: int = field(default=60, metadata=_at_least(0))
+    ignore: tuple[str, ...] = (
+        ".*",
+        "*.part",
+        "*.tmp",
+        "*.crdownload",
+        "~*",
+        "@eaDir",
+        "Thumbs.db",
+        "desktop.ini",
+    )
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    max_file_bytes: int = field(default=100 * 1024 * 1024, metadata=_at_least(1))
+    max_pixels: int = field(default=89_478_485, metadata=_at_least(1))
+    workers: int = field(default=0, metadata=_at_least(0))
+
+
+@dataclass(frozen=True)
+class ThumbnailsConfig:
+    small: int = field(default=150, metadata=_at_least(1))
+    medium: int = field(default=300, metadata=_at_least(1))
+    format: str = field(default="jpeg", metadata=_choice("jpeg", "png", "webp"))
+    quality: int = field(default=85, metadata=_at_least(1))
+
+
+@dataclass(frozen=True)
+class CaptionConfig:
+    model: str = "none"
+    device: str = "auto"
+    dtype: str = field(default="auto", metadata=_choice("auto", "float32", "bfloat16", "float16"))
+    quantize: str = field(default="none", metadata=_choice("none", "int8"))
+    threads: int = field(default=0, metadata=_at_least(0))
+    batch_size: int = field(default=4, metadata=_at_least(1))
+    batch_wait_ms: int = field(default=200, metadata=_at_least(0))
+    max_new_tokens: int = field(default=30, metadata=_at_least(1))
+    num_beams: int = field(default=1, metadata=_at_least(1))
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = field(default=8000, metadata=_at_least(0))
+    max_upload_bytes: int = field(default=100 * 1024 * 1024, metadata=_at_least(1))
+    public_url: str = ""
+    upload_token: str = ""
+    access_log: bool = False
+    register_timeout_s: float = field(default=5.0, metadata=_at_least(0))
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = field(default="info", metadata=_choice("debug", "info", "warning", "error"))
+    format: str = field(default="plain", metadata=_choice("plain", "json"))
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: PathsConfig = PathsConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    watch: WatchConfig = WatchConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    thumbnails: ThumbnailsConfig = ThumbnailsConfig()
+    caption: CaptionConfig = CaptionConfig()
+    api: ApiConfig = ApiConfig()
+    log: LogConfig = LogConfig()
+    # The folder relative paths are resolved against, and the file it came from (None: defaults).
+    base_dir: Path = field(default_factory=Path.cwd, compare=False)
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def data_dir(self) -> Path:
+        return self._resolve(self.paths.data_dir)
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self._resolve(self.paths.inbox) if self.paths.inbox else self.data_dir / "inbox"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def originals_dir(self) -> Path:
+        return self.data_dir / "originals"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
+
+    @property
+    def failed_dir(self) -> Path:
+        return self.data_dir / "failed"
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.data_dir / 'htx.db'}"
+
+    def _resolve(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+
+def _check_value(key: str, spec: dataclasses.Field[Any], expected: Any, value: Any) -> Any:
+    """Return `value` converted to the `expected` type, or raise ConfigError naming `key`."""
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    elif expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+    elif expected is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+    elif expected is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+    elif typing.get_origin(expected) is tuple:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        value = tuple(value)
+    choices = spec.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
+    minimum = spec.metadata.get("minimum")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum}, got {value!r}")
+    return value
+
+
+_SECTIONS: dict[str, type] = {
+    spec.name: typing.get_type_hints(Config)[spec.name]
+    for spec in dataclasses.fields(Config)
+    if spec.name not in ("base_dir", "source")
+}
+
+
+def _build_section(name: str, table: Any) -> Any:
+    section_type = _SECTIONS[name]
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: expected a table [{name}], got {table!r}")
+    fields = {spec.name: spec for spec in dataclasses.fields(section_type)}
+    hints = typing.get_type_hints(section_type)
+    values = {}
+    for key, value in table.items():
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"{name}.{key}: unknown key (known keys in [{name}]: {known})")
+        values[key] = _check_value(f"{name}.{key}", fields[key], hints[key], value)
+    return section_type(**values)
+
+
+def _check_relations(config: Config) -> None:
+    if config.thumbnails.small > config.thumbnails.medium:
+        raise ConfigError("thumbnails.small: must not be larger than thumbnails.medium")
+    if config.thumbnails.quality > 100:
+        raise ConfigError(f"thumbnails.quality: must be at most 100, got {config.thumbnails.quality}")
+    if config.api.port > 65535:
+        raise ConfigError(f"api.port: must be at most 65535, got {config.api.port}")
+    device = config.caption.device
+    if device not in ("auto", "cpu", "cuda") and not (
+        device.startswith("cuda:") and device[5:].isdigit()
+    ):
+        raise ConfigError(f"caption.device: must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if not config.caption.model.strip():
+        raise ConfigError('caption.model: must be a hub id, a folder, or "none"')
+
+
+def parse(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:
+    """Build a Config from already-parsed TOML data."""
+    sections = {}
+    for name, table in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"{name}: unknown section (known: {', '.join(_SECTIONS)})")
+        sections[name] = _build_section(name, table)
+    config = Config(**sections, base_dir=base_dir, source=source)
+    _check_relations(config)
+    return config
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The file to load: `--config`, else $HTX_CONFIG, else ./config.toml if present."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    local = Path.cwd() / DEFAULT_CONFIG_NAME
+    return local if local.is_file() else None
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the configuration named by `path` (see `find_config_file`), or the defaults."""
+    config_file = find_config_file(path)
+    if config_file is None:
+        return parse({}, base_dir=Path.cwd())
+    try:
+        with open(config_file, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {config_file}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{config_file}: not valid TOML: {error}") from None
+    resolved = config_file.resolve()
+    try:
+        return parse(data, base_dir=resolved.parent, source=resolved)
+    except ConfigError as error:
+        raise ConfigError(f"{config_file}: {error}") from None
+
+
+def as_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """The effective settings, section by section, as plain TOML-friendly values."""
+    return {
+        name: {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(getattr(config, name)).items()
+        }
+        for name in _SECTIONS
+    }
+
+
+def replace(config: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of `config` with some keys of some sections changed, e.g. for tests and tools."""
+    changes = {
+        name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()
+    }
+    return dataclasses.replace(config, **changes)
+
+
+__all__ = [
+    "ApiConfig",
+    "CaptionConfig",
+    "Config",
+    "ConfigError",
+    "DatabaseConfig",
+    "LogConfig",
+    "PathsConfig",
+    "PipelineConfig",
+    "ThumbnailsConfig",
+    "WatchConfig",
+    "as_dict",
+    "load",
+    "parse",
+    "replace",
+]

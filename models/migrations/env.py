@@ -1,0 +1,14 @@
+"""Alembic environment: runs on the connection handed over by models.migrate."""
+
+from alembic import context
+
+from models.tables import Base
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=True,  # SQLite alters tables by copying them
+)
+with context.begin_transaction():
+    context.run_migrations()

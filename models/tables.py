@@ -1,0 +1,98 @@
+"""The database schema, as SQLAlchemy 2 declarative tables.
+
+Alembic migrations (models/migrations) create and upgrade the real schema; a test checks
+that the migrations and these classes agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+STATUSES = ("pending", "processing", "done", "failed")
+ERROR_KINDS = ("unsupported", "corrupt", "too_large", "missing", "internal")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Image(Base):
+    """One record per distinct file content (SHA-256)."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # Display name: the path relative to the inbox, or the sanitised upload name.
+    filename: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(DateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    # Where the bytes are. Server-side only: never sent to API clients.
+    inbox_path: Mapped[str | None] = mapped_column(Text)  # relative to the inbox, while there
+    stored_path: Mapped[str | None] = mapped_column(Text)  # relative to the data folder
+
+    format: Mapped[str | None] = mapped_column(String(8))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    mode: Mapped[str | None] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    exif: Mapped[dict | None] = mapped_column(JSON)
+    taken_at: Mapped[str | None] = mapped_column(String(32))
+    camera_make: Mapped[str | None] = mapped_column(Text)
+    camera_model: Mapped[str | None] = mapped_column(Text)
+    gps_latitude: Mapped[float | None] = mapped_column(Float)
+    gps_longitude: Mapped[float | None] = mapped_column(Float)
+    icc_profile: Mapped[str | None] = mapped_column(Text)
+
+    # Relative to the data folder; set once the file is written.
+    thumb_small_path: Mapped[str | None] = mapped_column(Text)
+    thumb_small_width: Mapped[int | None] = mapped_column(Integer)
+    thumb_small_height: Mapped[int | None] = mapped_column(Integer)
+    thumb_medium_path: Mapped[str | None] = mapped_column(Text)
+    thumb_medium_width: Mapped[int | None] = mapped_column(Integer)
+    thumb_medium_height: Mapped[int | None] = mapped_column(Integer)
+
+    caption: Mapped[str | None] = mapped_column(Text)
+    caption_model: Mapped[str | None] = mapped_column(Text)
+    caption_device: Mapped[str | None] = mapped_column(String(32))
+    caption_error: Mapped[str | None] = mapped_column(Text)
+
+    hash_ms: Mapped[float | None] = mapped_column(Float)
+    metadata_ms: Mapped[float | None] = mapped_column(Float)
+    thumbnails_ms: Mapped[float | None] = mapped_column(Float)
+    caption_ms: Mapped[float | None] = mapped_column(Float)
+    processing_ms: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_images_status_id", "status", "id"),
+        Index("ix_images_processed_at", "processed_at"),
+    )
+
+
+class DaemonState(Base):
+    """A single row the daemon keeps current, so readers know it is alive and what it runs."""
+
+    __tablename__ = "daemon_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
+    caption_model: Mapped[str | None] = mapped_column(Text)
+    caption_device: Mapped[str | None] = mapped_column(String(32))
+    caption_status: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,93 @@
+"""Helpers shared by the tests: the acceptance corpus, waiting on conditions, reading records."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+
+from models.config import Config
+from models.db import make_engine
+from models.tables import Image
+
+T = TypeVar("T")
+
+CORPUS_DIR = Path(__file__).parent / "corpus"
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    name: str
+    true_format: str
+    expected: str  # accept | reject-corrupt | reject-unsupported | reject-too-large
+
+    @property
+    def path(self) -> Path:
+        return CORPUS_DIR / self.name
+
+    @property
+    def expected_status(self) -> str:
+        return "done" if self.expected == "accept" else "failed"
+
+    @property
+    def expected_error_kind(self) -> str | None:
+        return None if self.expected == "accept" else self.expected.removeprefix("reject-").replace("-", "_")
+
+
+def corpus() -> list[CorpusFile]:
+    with open(CORPUS_DIR / "MANIFEST.tsv", newline="", encoding="utf-8") as handle:
+        return [
+            CorpusFile(row["file"], row["true_format"], row["expected"])
+            for row in csv.DictReader(handle, delimiter="\t")
+        ]
+
+
+def wait_for(predicate: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.02, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_images(config: Config) -> list[dict[str, Any]]:
+    """Every image row, as dicts, read through a separate read-only connection."""
+    if not (config.data_dir / "htx.db").exists():
+        return []
+    engine = make_engine(config.database_url, readonly=True)
+    try:
+        with engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(select(Image.__table__).order_by(Image.id))]
+    finally:
+        engine.dispose()
+
+
+def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for row in rows if row["status"] in ("done", "failed")]
+
+
+def copy_in(source: Path, destination: Path) -> Path:
+    """Copy into the inbox the way `cp` does: create, write, close."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, destination)
+    return destination
+
+
+def rename_in(source: Path, destination: Path, staging: Path) -> Path:
+    """Write outside the inbox, then rename in (one atomic event), as uploads and `mv` do."""
+    staging.mkdir(parents=True, exist_ok=True)
+    temporary = staging / destination.name
+    shutil.copyfile(source, temporary)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary.rename(destination)
+    return destination
