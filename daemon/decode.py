@@ -95,6 +95,13 @@ class DecodedImage:
     mode: str  # of the original, as Pillow reports it
     info: dict
 
+    def __enter__(self) -> DecodedImage:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        # Multi-frame files (MPO, APNG) keep their file open until closed.
+        self.image.close()
+
 
 # Pillow puts the file name into some messages; never let a server path reach a record.
 _QUOTED_PATH = re.compile(r"""['"]?(?:/|[A-Za-z]:\\)[^'"\s]*['"]?""")

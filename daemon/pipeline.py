@@ -51,7 +51,7 @@ def prepare(
         decoded = decode(source, max_pixels=config.pipeline.max_pixels, box=box)
     except FileNotFoundError:
         raise MissingFile() from None
-    try:
+    with decoded:
         metadata = extract_metadata(decoded, size_bytes)
         decoded_at = time.perf_counter()
         thumbnails = make_thumbnails(
@@ -66,8 +66,6 @@ def prepare(
         caption_input = None
         if caption_size:
             caption_input = caption_image(decoded.image, metadata.orientation, caption_size)
-    finally:
-        decoded.image.close()
     return PreparedImage(
         metadata=metadata,
         thumbnails=thumbnails,

@@ -131,14 +131,15 @@ class Daemon:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every file seen so far is finished; False if `timeout` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        while deadline is None or time.monotonic() < deadline:
             with self._state:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
                 self._state.wait_for(lambda: self._outstanding == 0, timeout=0.1)
-                if self._outstanding == 0 and self.watcher.settling() == 0:
-                    return True
+            # Checked outside the lock: the tracker takes its own lock, then calls `offer`.
+            if self.watcher.settling() == 0:
+                with self._state:
+                    if self._outstanding == 0:
+                        return True
+        return False
 
     def heartbeat(self) -> None:
         self.writer.call(

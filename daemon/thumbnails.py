@@ -81,11 +81,16 @@ def has_transparency(image: Image.Image) -> bool:
     return low < 255
 
 
-def fit(image: Image.Image, edge: int) -> Image.Image:
-    """A copy that fits in edge x edge, aspect kept, never enlarged."""
-    copy = image.copy()
-    copy.thumbnail((edge, edge), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return copy
+def fitted_size(width: int, height: int, edge: int) -> tuple[int, int]:
+    """The size of width x height fitted into edge x edge, aspect kept, never enlarged."""
+    scale = min(1.0, edge / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size == size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def make_thumbnails(
@@ -102,7 +107,7 @@ def make_thumbnails(
     The work is done on the medium-size image: it is resized first, then colour-converted and
     turned upright, which costs the same result for a fraction of the pixels.
     """
-    medium = fit(resizable(image), config.medium)
+    medium = fit(resizable(image), fitted_size(*image.size, config.medium))
     medium = upright(to_srgb(medium, icc), orientation)
     if has_transparency(medium):
         file_format = "PNG" if config.format == "jpeg" else config.format.upper()
@@ -110,7 +115,10 @@ def make_thumbnails(
         file_format = config.format.upper()
         if medium.mode in ("RGBA", "LA"):
             medium = medium.convert(medium.mode[:-1])
-    small = fit(medium, config.small)
+    # From the medium image (cheaper), at the size the whole image fits to (no rounding drift).
+    turned = orientation in (5, 6, 7, 8)
+    width, height = (image.height, image.width) if turned else image.size
+    small = fit(medium, fitted_size(width, height, config.small))
     return [
         _write(medium, "medium", file_format, sha256, config.quality, data_dir),
         _write(small, "small", file_format, sha256, config.quality, data_dir),

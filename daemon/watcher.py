@@ -124,6 +124,7 @@ class StabilityTracker:
         self._stale_s = max(30.0, 10 * settle_s)
         self._on_complete = on_complete
         self._candidates: dict[Path, _Candidate] = {}
+        self._handing_over = 0  # complete, taken out of _candidates, not yet handed to the daemon
         self._lock = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="htx-stability", daemon=True)
@@ -139,8 +140,9 @@ class StabilityTracker:
             self._thread.join()
 
     def tracked(self) -> int:
+        """Files seen and not yet handed over."""
         with self._lock:
-            return len(self._candidates)
+            return len(self._candidates) + self._handing_over
 
     def complete(self, path: Path) -> None:
         with self._lock:
@@ -201,8 +203,11 @@ class StabilityTracker:
                     return
                 self._lock.wait(tick)
                 due = self._due(time.monotonic())
+                self._handing_over = len(due)
             for path in due:
                 self._on_complete(path)
+                with self._lock:
+                    self._handing_over -= 1
 
     def _due(self, now: float) -> list[Path]:
         """Candidates now complete (called with the lock held)."""

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from models.config import Config
 from models.db import make_engine
-from models.tables import Image
+from models.tables import DaemonState, Image
 
 T = TypeVar("T")
 
@@ -61,13 +62,32 @@ def wait_for(predicate: Callable[[], T], *, timeout: float = 20.0, interval: flo
 
 
 def read_images(config: Config) -> list[dict[str, Any]]:
-    """Every image row, as dicts, read through a separate read-only connection."""
+    """Every image row, as dicts, read through a separate read-only connection ([] before the
+    daemon has created the schema)."""
     if not (config.data_dir / "htx.db").exists():
         return []
     engine = make_engine(config.database_url, readonly=True)
     try:
         with engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(select(Image.__table__).order_by(Image.id))]
+    except OperationalError as error:
+        if "no such table" in str(error):
+            return []
+        raise
+    finally:
+        engine.dispose()
+
+
+def daemon_started(config: Config) -> bool:
+    """True once a daemon has migrated the database and written its first heartbeat."""
+    if not (config.data_dir / "htx.db").exists():
+        return False
+    engine = make_engine(config.database_url, readonly=True)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(select(DaemonState.__table__)).first() is not None
+    except OperationalError:  # not migrated yet
+        return False
     finally:
         engine.dispose()
 

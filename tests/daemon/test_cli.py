@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from daemon.cli import main
+from models import config as config_module
+from tests.helpers import CORPUS_DIR, daemon_started, read_images, wait_for
+
+
+def _config_file(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "htx.toml"
+    path.write_text('[paths]\ndata_dir = "data"\n[watch]\nsettle_ms = 100\n[caption]\nmodel = "none"\n' + extra)
+    return path
+
+
+def test_check_config_prints_the_effective_settings(tmp_path: Path, capsys) -> None:
+    path = _config_file(tmp_path)
+    assert main(["--config", str(path), "check-config"]) == 0
+    out = capsys.readouterr().out
+    assert f"configuration from {path}" in out
+    assert 'mode = "auto"' in out and "settle_ms = 100" in out
+    assert f"# inbox: {tmp_path / 'data' / 'inbox'}" in out
+
+
+def test_config_errors_exit_2_naming_the_key(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[pipeline]\nworkerz = 2\n")
+    assert main(["--config", str(path), "daemon", "--once"]) == 2
+    assert "pipeline.workerz: unknown key" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys) -> None:
+    try:
+        main(["no-such-command"])
+    except SystemExit as exit_:
+        assert exit_.code == 2
+    else:
+        raise AssertionError("argparse should have exited")
+
+
+def test_daemon_once_processes_the_inbox_and_exits_0(tmp_path: Path) -> None:
+    path = _config_file(tmp_path, '[log]\nformat = "json"\n')
+    inbox = tmp_path / "data" / "inbox"
+    inbox.mkdir(parents=True)
+    shutil.copyfile(CORPUS_DIR / "hopper.jpg", inbox / "a.jpg")
+    shutil.copyfile(CORPUS_DIR / "hopper.gif", inbox / "b.jpg")
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--config", str(path), "daemon", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    config = config_module.load(path)
+    assert sorted((row["filename"], row["status"]) for row in read_images(config)) == [
+        ("a.jpg", "done"),
+        ("b.jpg", "failed"),
+    ]
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    messages = [line["message"] for line in lines]
+    assert any(message.startswith("image ") and "a.jpg: done in" in message for message in messages)
+    assert any("b.jpg: failed in" in message and "unsupported format: GIF" in message for message in messages)
+    assert {line["level"] for line in lines} <= {"info", "warning"}
+
+
+def test_daemon_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    path = _config_file(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "--config", str(path), "daemon"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    config = config_module.load(path)
+    try:
+        wait_for(lambda: daemon_started(config), what="the daemon to start")
+        shutil.copyfile(CORPUS_DIR / "flower.jpg", config.inbox_dir / "f.jpg")
+        wait_for(lambda: [row["status"] for row in read_images(config)] == ["done"], what="the image")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert "daemon stopped" in err

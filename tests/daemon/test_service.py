@@ -1,0 +1,183 @@
+"""The daemon's bookkeeping: duplicates, limits, recovery after a crash, the start-up state."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+from sqlalchemy import select
+
+from daemon import records
+from daemon.files import hash_file
+from daemon.service import Daemon
+from daemon.writer import DatabaseWriter
+from models import migrate
+from models.config import Config
+from models.db import make_engine
+from models.tables import DaemonState
+from tests.daemon.test_watcher import distinct_jpeg
+from tests.helpers import CORPUS_DIR, copy_in, finished, read_images, wait_for
+
+
+def _finished(config: Config, count: int):
+    return lambda: (rows := read_images(config)) and len(finished(rows)) == count and rows
+
+
+def test_same_bytes_twice_give_one_record_and_the_copy_leaves_the_inbox(config: Config, start_daemon, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="htx.daemon")
+    daemon = start_daemon(config)
+    copy_in(CORPUS_DIR / "flower.jpg", config.inbox_dir / "first.jpg")
+    wait_for(_finished(config, 1), what="the first copy")
+    copy_in(CORPUS_DIR / "flower.jpg", config.inbox_dir / "again" / "second.jpg")
+    copy_in(CORPUS_DIR / "empty.jpg", config.inbox_dir / "broken-1.jpg")
+    copy_in(CORPUS_DIR / "empty.jpg", config.inbox_dir / "broken-2.jpg")  # a failed file's twin
+    wait_for(lambda: not (config.inbox_dir / "again" / "second.jpg").exists(), what="the duplicate to go")
+    rows = wait_for(_finished(config, 2), what="the empty file")
+    wait_for(lambda: not list(config.inbox_dir.rglob("*.jpg")), what="the empty file's twin to go")
+    assert daemon.wait_idle(timeout=10)
+    assert sorted(row["filename"] for row in rows) in (
+        ["broken-1.jpg", "first.jpg"],
+        ["broken-2.jpg", "first.jpg"],
+    )
+    assert sorted(path.name for path in config.inbox_dir.rglob("*") if path.is_file()) == []
+    assert "duplicate: again/second.jpg has the same bytes as image 1" in caplog.text
+
+
+def test_file_size_limit_fails_the_file_without_decoding(make_config, start_daemon) -> None:
+    config = make_config(pipeline={"max_file_bytes": 10_000})
+    start_daemon(config)
+    copy_in(CORPUS_DIR / "flower.jpg", config.inbox_dir / "big.jpg")  # 32 KB
+    copy_in(CORPUS_DIR / "hopper.jpg", config.inbox_dir / "small.jpg")  # 6 KB
+    rows = {row["filename"]: row for row in wait_for(_finished(config, 2), what="both files")}
+    assert rows["big.jpg"]["status"] == "failed"
+    assert rows["big.jpg"]["error_kind"] == "too_large"
+    assert "pipeline.max_file_bytes" in rows["big.jpg"]["error"]
+    assert rows["big.jpg"]["width"] is None  # never decoded
+    assert rows["small.jpg"]["status"] == "done"
+
+
+def test_pixel_limit_fails_the_file(make_config, start_daemon) -> None:
+    config = make_config(pipeline={"max_pixels": 100_000})
+    start_daemon(config)
+    copy_in(CORPUS_DIR / "xmp_test.jpg", config.inbox_dir / "wide.jpg")  # 2.1 megapixels
+    rows = wait_for(_finished(config, 1), what="the large image")
+    assert (rows[0]["status"], rows[0]["error_kind"]) == ("failed", "too_large")
+    assert "2,144,000 pixels" in rows[0]["error"]  # 2000 x 1072
+
+
+def test_done_record_has_every_field_and_the_original_is_stored(config: Config, start_daemon) -> None:
+    start_daemon(config)
+    copy_in(CORPUS_DIR / "flower.jpg", config.inbox_dir / "flower.jpg")
+    row = wait_for(_finished(config, 1), what="the image")[0]
+    assert row["status"] == "done" and row["error"] is None
+    assert (row["format"], row["width"], row["height"], row["mode"]) == ("JPEG", 480, 360, "RGB")
+    assert row["size_bytes"] == (CORPUS_DIR / "flower.jpg").stat().st_size
+    assert row["camera_make"] == "Canon" and row["taken_at"] == "2003-12-14T12:01:44"
+    assert row["caption"] is None and row["caption_error"] is None
+    for stage in ("hash_ms", "metadata_ms", "thumbnails_ms", "processing_ms"):
+        assert row[stage] is not None and row[stage] >= 0, stage
+    assert row["processing_ms"] >= row["metadata_ms"] + row["thumbnails_ms"]
+    stored = config.data_dir / row["stored_path"]
+    assert stored == config.originals_dir / row["sha256"][:2] / f"{row['sha256']}.jpg"
+    assert stored.read_bytes() == (CORPUS_DIR / "flower.jpg").read_bytes()
+    assert row["processed_at"] >= row["received_at"]
+
+
+def test_failed_file_moves_to_failed_with_its_reason(config: Config, start_daemon) -> None:
+    start_daemon(config)
+    copy_in(CORPUS_DIR / "hopper.gif", config.inbox_dir / "a.gif")
+    copy_in(CORPUS_DIR / "uber.gif", config.inbox_dir / "sub" / "a.gif")  # same name, other bytes
+    rows = wait_for(_finished(config, 2), what="both GIFs")
+    stored = sorted(row["stored_path"] for row in rows)
+    assert len(set(stored)) == 2 and all(path.startswith("failed/") for path in stored)
+    for row in rows:
+        kept = config.data_dir / row["stored_path"]
+        assert kept.is_file()
+        assert kept.with_name(kept.name + ".error.txt").read_text().strip().endswith(row["error"])
+        assert row["error"] == "unsupported format: GIF (only JPEG and PNG are accepted)"
+
+
+def test_heartbeat_names_the_captioner(config: Config, start_daemon) -> None:
+    start_daemon(config)
+    engine = make_engine(config.database_url, readonly=True)
+    with engine.connect() as connection:
+        state = connection.execute(select(DaemonState.__table__)).one()
+    engine.dispose()
+    assert state.pid > 0 and state.heartbeat_at >= state.started_at
+    assert state.caption_model is None
+
+
+def _prepare_database(config: Config) -> DatabaseWriter:
+    engine = make_engine(config.database_url)
+    migrate.upgrade(engine)
+    writer = DatabaseWriter(engine)
+    writer.start()
+    return writer
+
+
+def test_restart_after_a_crash_mid_processing_finishes_the_image(config: Config, start_daemon) -> None:
+    # The state a kill -9 leaves: the row says processing, the file is still in the inbox.
+    config.inbox_dir.mkdir(parents=True)
+    shutil.copyfile(CORPUS_DIR / "flower.jpg", config.inbox_dir / "interrupted.jpg")
+    writer = _prepare_database(config)
+    digest = hash_file(config.inbox_dir / "interrupted.jpg")
+    image_id = writer.call(
+        records.insert_pending,
+        sha256=digest.sha256,
+        filename="interrupted.jpg",
+        inbox_path="interrupted.jpg",
+        size_bytes=digest.size_bytes,
+        hash_ms=1.0,
+    )
+    assert writer.call(records.claim, image_id)
+    writer.stop()
+
+    start_daemon(config)
+    rows = wait_for(_finished(config, 1), what="the interrupted image")
+    assert [(row["id"], row["status"]) for row in rows] == [(image_id, "done")]
+    assert list(config.inbox_dir.iterdir()) == []
+
+
+def test_restart_after_a_crash_between_commit_and_move_moves_the_file(config: Config, start_daemon) -> None:
+    daemon = start_daemon(config)
+    copy_in(CORPUS_DIR / "hopper.jpg", config.inbox_dir / "h.jpg")
+    row = wait_for(_finished(config, 1), what="the image")[0]
+    daemon.stop()
+    # As if the daemon died after committing `done` but before moving the original.
+    stored = config.data_dir / row["stored_path"]
+    stored.rename(config.inbox_dir / "h.jpg")
+
+    restarted = start_daemon(config)
+    wait_for(stored.exists, what="the original to reach the store")
+    assert restarted.wait_idle(timeout=10)
+    assert list(config.inbox_dir.iterdir()) == []
+    assert [(r["id"], r["status"]) for r in read_images(config)] == [(row["id"], "done")]
+
+
+def test_pending_row_whose_file_vanished_is_failed_not_left_pending(config: Config, start_daemon) -> None:
+    writer = _prepare_database(config)
+    image_id = writer.call(
+        records.insert_pending,
+        sha256="0" * 64,
+        filename="gone.jpg",
+        inbox_path="gone.jpg",
+        size_bytes=10,
+        hash_ms=1.0,
+    )
+    writer.stop()
+    start_daemon(config)
+    rows = read_images(config)
+    assert [(row["id"], row["status"], row["error_kind"]) for row in rows] == [(image_id, "failed", "missing")]
+
+
+def test_once_mode_processes_the_inbox_and_reports_idle(config: Config) -> None:
+    config.inbox_dir.mkdir(parents=True)
+    for number in range(5):
+        (config.inbox_dir / f"{number}.jpg").write_bytes(distinct_jpeg(number))
+    daemon = Daemon(config, observe=False)
+    daemon.start()
+    try:
+        assert daemon.wait_idle(timeout=30)
+    finally:
+        daemon.stop()
+    assert [row["status"] for row in read_images(config)] == ["done"] * 5

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from models import config as config_module
+from models.config import Config, ConfigError
+
+REPO_CONFIG = Path(__file__).parents[2] / "config.toml"
+
+
+def test_repo_config_toml_holds_exactly_the_defaults() -> None:
+    with open(REPO_CONFIG, "rb") as handle:
+        data = tomllib.load(handle)
+    loaded = config_module.parse(data, base_dir=REPO_CONFIG.parent)
+    assert loaded == Config()
+    # Every key of every section is written out, so the file documents all of them.
+    assert config_module.as_dict(loaded).keys() == data.keys()
+    for section, values in config_module.as_dict(loaded).items():
+        assert set(data[section]) == set(values), section
+
+
+def test_every_key_in_config_toml_has_a_comment() -> None:
+    lines = REPO_CONFIG.read_text().splitlines()
+    for number, line in enumerate(lines):
+        if "=" in line and not line.lstrip().startswith("#"):
+            assert lines[number - 1].lstrip().startswith("#") or lines[number - 2].lstrip().startswith("#"), line
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[watch]\nmodez = 'auto'\n", "watch.modez: unknown key"),
+        ("[watchh]\nmode = 'auto'\n", "watchh: unknown section"),
+        ("[watch]\nmode = 'sometimes'\n", "watch.mode: must be one of auto, inotify, polling"),
+        ("[watch]\nsettle_ms = 'soon'\n", "watch.settle_ms: expected a whole number"),
+        ("[watch]\nrecursive = 1\n", "watch.recursive: expected true or false"),
+        ("[watch]\nignore = '*.tmp'\n", "watch.ignore: expected a list of strings"),
+        ("[pipeline]\nworkers = -1\n", "pipeline.workers: must be at least 0"),
+        ("[thumbnails]\nsmall = 400\n", "thumbnails.small: must not be larger than thumbnails.medium"),
+        ("[caption]\ndevice = 'tpu'\n", "caption.device: must be auto, cpu, cuda or cuda:N"),
+        ("[api]\nport = 70000\n", "api.port: must be at most 65535"),
+        ("[api]\nregister_timeout_s = true\n", "api.register_timeout_s: expected a number"),
+    ],
+)
+def test_wrong_keys_and_values_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "htx.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as raised:
+        config_module.load(path)
+    assert message in str(raised.value)
+    assert str(path) in str(raised.value)
+
+
+def test_not_toml_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "htx.toml"
+    path.write_text("[watch\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config_module.load(path)
+
+
+def test_relative_paths_resolve_against_the_config_files_folder(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "htx.toml").write_text('[paths]\ndata_dir = "state"\ninbox = "../drop"\n')
+    monkeypatch.chdir(tmp_path)
+    loaded = config_module.load(folder / "htx.toml")
+    assert loaded.data_dir == folder / "state"
+    assert loaded.inbox_dir == tmp_path / "drop"
+    assert loaded.thumbnails_dir == folder / "state" / "thumbnails"
+    assert loaded.database_url == f"sqlite:///{folder / 'state' / 'htx.db'}"
+
+
+def test_config_file_is_found_through_the_environment(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "from-env.toml").write_text("[pipeline]\nworkers = 3\n")
+    monkeypatch.setenv(config_module.CONFIG_ENV, str(tmp_path / "from-env.toml"))
+    monkeypatch.chdir(tmp_path)
+    assert config_module.load().pipeline.workers == 3
+    # --config wins over the environment.
+    (tmp_path / "explicit.toml").write_text("[pipeline]\nworkers = 5\n")
+    assert config_module.load(tmp_path / "explicit.toml").pipeline.workers == 5
+
+
+def test_without_any_file_the_defaults_apply_relative_to_the_working_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(config_module.CONFIG_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    loaded = config_module.load()
+    assert loaded.source is None
+    assert loaded.inbox_dir == tmp_path / "data" / "inbox"
+
+
+def test_config_is_immutable(config: Config) -> None:
+    with pytest.raises(AttributeError):
+        config.watch.mode = "polling"  # type: ignore[misc]
