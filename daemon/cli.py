@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from models import config as config_module
 from models.config import Config, ConfigError
@@ -38,6 +39,7 @@ def stop_event_on_signals() -> threading.Event:
 
 
 def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
+    from daemon.notify import SystemdNotifier
     from daemon.service import Daemon
 
     daemon = Daemon(config, observe=not args.once)
@@ -49,10 +51,45 @@ def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
                 if stop.is_set():
                     break
         else:
-            daemon.run(stop)
+            daemon.run(stop, SystemdNotifier.from_environment())
     finally:
         daemon.stop()
     log.info("daemon stopped")
+    return EXIT_OK
+
+
+def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
+    from daemon import ingest
+
+    config.inbox_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        copied = ingest.ingest(args.paths, config, out=sys.stderr)
+    except FileNotFoundError as error:
+        print(f"htx: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.wait:
+        print(f"{len(copied)} file(s) copied into {config.inbox_dir}")
+        return EXIT_OK
+    outcomes, complete = ingest.wait_for_outcomes(copied, config, timeout_s=args.timeout, out=sys.stderr)
+    for line in ingest.summary_lines(copied, outcomes):
+        print(line)
+    return EXIT_OK if complete else EXIT_FAILURE
+
+
+def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
+    from daemon import records
+    from models.db import make_engine
+
+    if not args.ids and not args.failed:
+        print("htx reprocess: name image ids, or --failed for every failed image", file=sys.stderr)
+        return EXIT_USAGE
+    engine = make_engine(config.database_url)
+    try:
+        with engine.begin() as connection:
+            marked = records.mark_for_reprocessing(connection, args.ids, failed_only=args.failed)
+    finally:
+        engine.dispose()
+    print(f"{marked} image(s) queued again; the running daemon takes them within seconds")
     return EXIT_OK
 
 
@@ -97,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = commands.add_parser("daemon", help="watch the inbox and process every image (runs until stopped)")
     daemon.add_argument("--once", action="store_true", help="process what is in the inbox now, then exit")
     daemon.set_defaults(handler=cmd_daemon)
+
+    ingest = commands.add_parser(
+        "ingest", help="copy files or folders into the inbox (--wait: follow them to done or failed)"
+    )
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders to copy")
+    ingest.add_argument("--wait", action="store_true", help="wait for every file to be processed and summarise")
+    ingest.add_argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after this long (exit 1)")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    reprocess = commands.add_parser("reprocess", help="process finished images again from their stored originals")
+    reprocess.add_argument("ids", nargs="*", type=int, metavar="ID", help="image ids")
+    reprocess.add_argument("--failed", action="store_true", help="every failed image (or the failed ones among ID...)")
+    reprocess.set_defaults(handler=cmd_reprocess)
 
     check = commands.add_parser("check-config", help="validate the configuration and print the effective settings")
     check.set_defaults(handler=cmd_check_config)

@@ -88,11 +88,26 @@ def reset_interrupted(connection: Connection) -> int:
     return result.rowcount
 
 
-def pending_images(connection: Connection) -> list[KnownImage]:
-    rows = connection.execute(
-        select(*_KNOWN_COLUMNS).where(images.c.status == "pending").order_by(images.c.id)
-    ).all()
+def pending_images(connection: Connection, *, stored_only: bool = False) -> list[KnownImage]:
+    """Pending rows, oldest first; `stored_only`: only those whose bytes are not in the inbox."""
+    query = select(*_KNOWN_COLUMNS).where(images.c.status == "pending").order_by(images.c.id)
+    if stored_only:
+        query = query.where(images.c.inbox_path.is_(None))
+    rows = connection.execute(query).all()
     return [KnownImage(*row) for row in rows]
+
+
+def mark_for_reprocessing(connection: Connection, image_ids: list[int], *, failed_only: bool) -> int:
+    """Finished images back to `pending`, to be processed again from their stored original.
+
+    The daemon queues such rows within a heartbeat. Returns how many were marked.
+    """
+    query = update(images).where(images.c.status.in_(("done", "failed")), images.c.stored_path.is_not(None))
+    if image_ids:
+        query = query.where(images.c.id.in_(image_ids))
+    if failed_only:
+        query = query.where(images.c.status == "failed")
+    return connection.execute(query.values(status="pending", inbox_path=None)).rowcount
 
 
 def prepared_values(prepared: PreparedImage) -> dict[str, Any]:

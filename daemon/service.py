@@ -27,6 +27,7 @@ from daemon.captioner import Captioner, NoCaptioner
 from daemon.decode import configure_pillow
 from daemon.errors import MissingFile, PipelineError
 from daemon.files import FileDigest, free_name, hash_file, move_file
+from daemon.notify import SystemdNotifier
 from daemon.pipeline import PreparedImage, prepare
 from daemon.watcher import InboxWatcher
 from daemon.writer import DatabaseWriter
@@ -39,6 +40,10 @@ log = logging.getLogger("htx.daemon")
 
 HEARTBEAT_S = 5.0
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png"}
+
+
+def _error_note(failed_file: Path) -> Path:
+    return failed_file.with_name(failed_file.name + ".error.txt")
 
 
 @dataclass(frozen=True)
@@ -118,15 +123,29 @@ class Daemon:
         self.writer.stop()
         self.engine.dispose()
 
-    def run(self, stop: threading.Event) -> None:
-        """Serve until `stop` is set: heartbeat, and rescan the inbox every `watch.rescan_s`."""
+    def run(self, stop: threading.Event, notifier: SystemdNotifier | None = None) -> None:
+        """Serve until `stop` is set: heartbeat, rescan the inbox every `watch.rescan_s`, and
+        queue images someone asked to reprocess.
+
+        With systemd, says READY=1 now and WATCHDOG=1 after every heartbeat: the heartbeat goes
+        through the database writer, so a stuck writer also stops the pings and gets the daemon
+        restarted.
+        """
+        notifier = notifier or SystemdNotifier(None)
+        interval = HEARTBEAT_S
+        if notifier.watchdog_interval_s:
+            interval = min(interval, notifier.watchdog_interval_s / 2)
+        notifier.ready(f"watching {self.config.inbox_dir} ({self.watcher.mode})")
         rescan_s = self.config.watch.rescan_s or float("inf")
         next_rescan = time.monotonic() + rescan_s
-        while not stop.wait(min(HEARTBEAT_S, max(0.0, next_rescan - time.monotonic()))):
+        while not stop.wait(min(interval, max(0.0, next_rescan - time.monotonic()))):
             self.heartbeat()
+            notifier.watchdog()
+            self._queue_pending_images(stored_only=True)
             if time.monotonic() >= next_rescan:
                 self.watcher.scan()
                 next_rescan = time.monotonic() + rescan_s
+        notifier.stopping()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every file seen so far is finished; False if `timeout` passed first."""
@@ -140,6 +159,24 @@ class Daemon:
                     if self._outstanding == 0:
                         return True
         return False
+
+    def process_now(self, path: Path) -> int | None:
+        """Register and process one inbox file on the calling thread; its image id, if any.
+
+        For tools and benchmarks: the same code path as the workers, without the queues.
+        """
+        with self._state:
+            self._offered_paths.add(path)
+            self._outstanding += 1
+        job = self._register(path)
+        if job is None:
+            self._release(path)
+            return None
+        try:
+            self._process(job)
+        finally:
+            self._release(path, job.image_id)
+        return job.image_id
 
     def heartbeat(self) -> None:
         self.writer.call(
@@ -167,37 +204,46 @@ class Daemon:
             self._outstanding += 1
         self._registrations.put(path)
 
-    def _queue(self, job: Job) -> None:
+    def _activate(self, image_id: int) -> bool:
+        """Mark an image as queued or in progress; False if it already is."""
         with self._state:
-            self._active_ids.add(job.image_id)
-        self._jobs.put(job)
+            if image_id in self._active_ids:
+                return False
+            self._active_ids.add(image_id)
+            return True
 
-    def _release(self, path: Path | None = None, image_id: int | None = None) -> None:
+    def _release(self, path: Path | None = None, image_id: int | None = None, *, counted: bool = True) -> None:
         with self._state:
             if path is not None:
                 self._offered_paths.discard(path)
             if image_id is not None:
                 self._active_ids.discard(image_id)
-            self._outstanding -= 1
+            if counted:
+                self._outstanding -= 1
             self._state.notify_all()
 
-    def _queue_pending_images(self) -> None:
-        """Queue rows left `pending` by an earlier run (or a reprocess request)."""
-        for known in self.writer.call(records.pending_images):
+    def _queue_pending_images(self, *, stored_only: bool = False) -> None:
+        """Queue `pending` rows that no thread holds: those an earlier run left (at start), and
+        those `htx reprocess` marked (`stored_only`: their bytes are in the store, not the inbox,
+        so they cannot race with a registration in progress)."""
+        for known in self.writer.call(records.pending_images, stored_only=stored_only):
             if known.inbox_path is not None:
                 source, in_inbox = self.config.inbox_dir / known.inbox_path, True
             elif known.stored_path is not None:
                 source, in_inbox = self.config.data_dir / known.stored_path, False
             else:
                 source, in_inbox = None, False
+            if not self._activate(known.id):
+                continue
             if source is None or not source.is_file():
                 self._record_missing(known)
+                self._release(image_id=known.id, counted=False)
                 continue
             with self._state:
                 self._outstanding += 1
                 if in_inbox:
                     self._offered_paths.add(source)
-            self._queue(
+            self._jobs.put(
                 Job(known.id, known.sha256, known.size_bytes, known.hash_ms or 0.0, known.filename, source, in_inbox)
             )
 
@@ -229,7 +275,7 @@ class Daemon:
             if job is None:
                 self._release(path)
             else:
-                self._queue(job)
+                self._jobs.put(job)
 
     def _relative(self, path: Path) -> str:
         try:
@@ -260,11 +306,10 @@ class Daemon:
                 size_bytes=digest.size_bytes,
                 hash_ms=hash_ms,
             )
+            self._activate(image_id)
             return Job(image_id, digest.sha256, digest.size_bytes, hash_ms, filename, path, True)
         if known.status in ("pending", "processing"):
-            with self._state:
-                active = known.id in self._active_ids
-            if active:
+            if not self._activate(known.id):
                 if known.inbox_path != relative:
                     self._discard_duplicate(path, relative, known)
                 return None
@@ -343,6 +388,8 @@ class Daemon:
         }
         self.writer.call(records.update_image, job.image_id, values)
         self._store(job.source, self.config.data_dir / stored_path)
+        if job.source.parent == self.config.failed_dir:  # reprocessed: the old reason is stale
+            _error_note(job.source).unlink(missing_ok=True)
         log.info("image %d %s: done in %.0f ms", job.image_id, job.filename, processing_ms)
 
     def _fail(self, job: Job, error: PipelineError, started: float) -> None:
@@ -367,7 +414,7 @@ class Daemon:
                 values["stored_path"] = destination.relative_to(self.config.data_dir).as_posix()
             self.writer.call(records.update_image, job.image_id, values)
             if destination is not None:
-                note = destination.with_name(destination.name + ".error.txt")
+                note = _error_note(destination)
                 note.parent.mkdir(parents=True, exist_ok=True)
                 note.write_text(f"image {job.image_id} ({job.filename}, sha256 {job.sha256}): {error.message}\n")
                 self._store(job.source, destination)

@@ -9,6 +9,7 @@ import pytest
 from daemon.service import Daemon
 from models import config as config_module
 from models.config import Config
+from tests.helpers import photo_bytes
 
 
 @pytest.fixture
@@ -48,3 +49,15 @@ def start_daemon() -> Iterator[Callable[..., Daemon]]:
     yield _start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def photo_files(tmp_path_factory) -> list[Path]:
+    """100 distinct 1200x900 JPEGs, made once per test session."""
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for number in range(100):
+        path = folder / f"photo-{number:03}.jpg"
+        path.write_bytes(photo_bytes(number))
+        paths.append(path)
+    return paths

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import io
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -111,3 +114,26 @@ def rename_in(source: Path, destination: Path, staging: Path) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary.rename(destination)
     return destination
+
+
+def photo_bytes(number: int, size: tuple[int, int] = (1200, 900)) -> bytes:
+    """A noisy JPEG, distinct for each number, that takes a realistic moment to process."""
+    image = PILImage.effect_noise(size, 40 + number % 30).convert("RGB")
+    image.paste((number * 2 % 256, 80, 255 - number * 2 % 256), (0, 0, 40 + number, 40))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def write_config_file(config: Config, path: Path, extra: str = "") -> Path:
+    """A TOML file for a subprocess with the same data folder as `config`."""
+    path.write_text(
+        f'[paths]\ndata_dir = "{config.data_dir}"\n'
+        '[watch]\nsettle_ms = 200\n[pipeline]\nworkers = 2\n[caption]\nmodel = "none"\n' + extra
+    )
+    return path
+
+
+def htx_command(config_file: Path, *args: str) -> list[str]:
+    """The `htx` command line, run with this interpreter."""
+    return [sys.executable, "-m", "daemon.cli", "--config", str(config_file), *args]

@@ -1,0 +1,47 @@
+"""SIGTERM in the middle of a batch: a clean, quick exit that loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from models.config import Config
+from tests.helpers import htx_command, read_images, wait_for, write_config_file
+
+
+def test_sigterm_mid_batch_exits_0_quickly_and_a_restart_finishes_everything(
+    config: Config, photo_files: list[Path], tmp_path: Path
+) -> None:
+    config_file = write_config_file(config, tmp_path / "htx.toml")
+    config.inbox_dir.mkdir(parents=True)
+    photos = photo_files[:50]
+    for path in photos:
+        os.link(path, config.inbox_dir / path.name)
+
+    process = subprocess.Popen(htx_command(config_file, "daemon"), stderr=subprocess.PIPE, text=True)
+    wait_for(
+        lambda: sum(row["status"] == "done" for row in read_images(config)) >= 5,
+        timeout=60,
+        interval=0.005,
+        what="some progress",
+    )
+    process.send_signal(signal.SIGTERM)
+    asked = time.monotonic()
+    _out, err = process.communicate(timeout=15)
+    took = time.monotonic() - asked
+    assert process.returncode == 0, err
+    assert took < 10, f"took {took:.1f} s to stop"
+
+    rows = read_images(config)
+    assert "processing" not in {row["status"] for row in rows}
+    done = sum(row["status"] == "done" for row in rows)
+    assert done < len(photos), "stopped too late to interrupt anything"
+
+    subprocess.run(htx_command(config_file, "daemon", "--once"), check=True, capture_output=True, timeout=120)
+    rows = read_images(config)
+    assert len(rows) == len(photos)
+    assert {row["status"] for row in rows} == {"done"}
+    assert list(config.inbox_dir.iterdir()) == []

@@ -1,0 +1,77 @@
+"""The systemd units: valid for systemd itself, hardened, and pointing at the right commands."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNITS_DIR = Path(__file__).parents[2] / "systemd"
+SERVICES = ["htx-daemon.service", "htx-api.service"]
+INSTALLED_HTX = "/opt/htx/.venv/bin/htx"
+
+
+def _read(name: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=False, delimiters=("=",))
+    parser.optionxform = str  # keys are case-sensitive
+    parser.read(UNITS_DIR / name)
+    return parser
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (.ci/run installs Debian's systemd)")
+def test_systemd_analyze_verify_passes(tmp_path: Path) -> None:
+    # verify checks that ExecStart exists: point it at this checkout's htx, nothing else changes.
+    htx = Path(sys.executable).with_name("htx")
+    for name in [*SERVICES, "htx.target"]:
+        text = (UNITS_DIR / name).read_text()
+        (tmp_path / name).write_text(text.replace(INSTALLED_HTX, str(htx)))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *[str(tmp_path / name) for name in [*SERVICES, "htx.target"]]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "htx-" not in result.stderr, result.stderr  # no warnings about our units either
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_services_are_hardened_and_use_the_state_directory(name: str) -> None:
+    service = _read(name)["Service"]
+    assert service["User"] == "htx"
+    assert service["StateDirectory"] == "htx"
+    assert service["ReadWritePaths"] == "/var/lib/htx"
+    assert service["Restart"] == "on-failure"
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "SystemCallFilter": "@system-service",
+    }.items():
+        assert service[key] == value, key
+    assert service["UMask"] == "0027"
+    assert "RestrictAddressFamilies" in service
+    assert service["ExecStart"].startswith(f"{INSTALLED_HTX} --config /etc/htx/config.toml ")
+
+
+def test_daemon_is_a_notify_service_with_a_watchdog() -> None:
+    service = _read("htx-daemon.service")["Service"]
+    assert service["Type"] == "notify"
+    assert int(service["WatchdogSec"]) > 0
+    assert service["ExecStart"].endswith(" daemon")
+    assert service["RestrictAddressFamilies"] == "AF_UNIX"  # the notify socket, nothing else
+
+
+def test_target_starts_and_stops_both() -> None:
+    target = _read("htx.target")
+    assert set(target["Unit"]["Wants"].split()) == set(SERVICES)
+    for name in SERVICES:
+        unit = _read(name)
+        assert unit["Unit"]["PartOf"] == "htx.target"
+        assert unit["Install"]["WantedBy"] == "htx.target"
