@@ -56,6 +56,18 @@ def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_api(config: Config, args: argparse.Namespace) -> int:
+    from api.server import serve
+
+    return EXIT_OK if serve(config) else EXIT_FAILURE
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from daemon.supervisor import child_commands, run_together
+
+    return run_together(child_commands(config.source))
+
+
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     print(f"# configuration from {config.source or 'built-in defaults'}: OK")
     for section, values in config_module.as_dict(config).items():
@@ -97,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = commands.add_parser("daemon", help="watch the inbox and process every image (runs until stopped)")
     daemon.add_argument("--once", action="store_true", help="process what is in the inbox now, then exit")
     daemon.set_defaults(handler=cmd_daemon)
+
+    api = commands.add_parser("api", help="serve the read API and uploads on api.host:api.port (runs until stopped)")
+    api.set_defaults(handler=cmd_api)
+
+    run = commands.add_parser("run", help="run the daemon and the API together, stopping both on Ctrl-C")
+    run.set_defaults(handler=cmd_run)
 
     check = commands.add_parser("check-config", help="validate the configuration and print the effective settings")
     check.set_defaults(handler=cmd_check_config)
