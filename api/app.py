@@ -48,6 +48,7 @@ def create_app(config: Config) -> Starlette:
         try:
             yield
         finally:
+            context.reader.close()
             context.reader = None
             engine.dispose()
 

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+
+from api.serialize import JsonResponse
 
 log = logging.getLogger("htx.api")
 
@@ -63,8 +65,8 @@ class ServiceUnavailable(ApiError):
     status_code = 503
 
 
-def error_response(status_code: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+def error_response(status_code: int, message: str, headers: Mapping[str, str] | None = None) -> JsonResponse:
+    return JsonResponse({"error": message}, status_code=status_code, headers=headers)
 
 
 async def _api_error(_request: Request, exc: Exception) -> Response:

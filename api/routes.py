@@ -11,26 +11,30 @@ import binascii
 import logging
 import os
 import re
+import time
 from datetime import UTC, datetime
 
 from starlette.concurrency import run_in_threadpool
 from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from api import serialize, uploads
-from api.context import base_url, context, reader
+from api.context import CachedStats, base_url, context, reader
 from api.docs import docs_page
 from api.errors import BadRequest, Conflict, NotFound
+from api.serialize import JsonResponse
 from models import queries
 from models.tables import STATUSES
 
 log = logging.getLogger("htx.api")
 
+JSON = "application/json"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 STALE_HEARTBEAT_S = 30.0
+STATS_MAX_AGE_S = 1.0
 THUMBNAIL_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
@@ -127,7 +131,7 @@ async def ping(request: Request) -> Response:
       200:
         description: '{"ok": true}'
     """
-    return JSONResponse({"ok": True})
+    return JsonResponse({"ok": True})
 
 
 async def list_images(request: Request) -> Response:
@@ -158,7 +162,7 @@ async def list_images(request: Request) -> Response:
         sha256=_sha256(request),
     )
     base = base_url(request)
-    return JSONResponse(
+    return JsonResponse(
         {
             "items": [serialize.summary(row, base) for row in page.items],
             "next_cursor": encode_cursor(page.next_before_id) if page.next_before_id is not None else None,
@@ -207,7 +211,7 @@ async def create_image(request: Request) -> Response:
     try:
         known = await uploads.find_known(db, staged.sha256)
         if known is not None:
-            return JSONResponse(serialize.record(known, base) | {"duplicate": True})
+            return Response(serialize.record_json(known, base, duplicate=True), media_type=JSON)
         name = await run_in_threadpool(uploads.deliver, staged, config)
     finally:
         staged.discard()  # after delivery there is nothing left to discard
@@ -215,7 +219,7 @@ async def create_image(request: Request) -> Response:
     row = await uploads.wait_registered(db, staged.sha256, config.api.register_timeout_s)
     if row is None:
         search = f"{base}/api/images?sha256={staged.sha256}"
-        return JSONResponse(
+        return JsonResponse(
             {"id": None, "status": "queued", "filename": name, "sha256": staged.sha256, "links": {"search": search}},
             status_code=202,
         )
@@ -228,7 +232,7 @@ async def create_image(request: Request) -> Response:
         "duplicate": False,
         "links": {"self": url},
     }
-    return JSONResponse(body, status_code=202, headers={"Location": url})
+    return JsonResponse(body, status_code=202, headers={"Location": url})
 
 
 async def get_image(request: Request) -> Response:
@@ -250,7 +254,7 @@ async def get_image(request: Request) -> Response:
     row = await reader(request).run(queries.image_by_id, _image_id(request))
     if row is None:
         raise NotFound("No image with this id.")
-    return JSONResponse(serialize.record(row, base_url(request)))
+    return Response(serialize.record_json(row, base_url(request)), media_type=JSON)
 
 
 async def get_thumbnail(request: Request) -> Response:
@@ -299,7 +303,7 @@ async def get_thumbnail(request: Request) -> Response:
             "height": row[f"thumb_{size}_height"],
             "content_type": content_type,
         }
-        return JSONResponse(body, headers=headers)
+        return JsonResponse(body, headers=headers)
     # Thumbnails are a few KiB and usually in the page cache: reading one here costs less
     # than a hop to a worker thread.
     try:
@@ -335,8 +339,18 @@ async def get_stats(request: Request) -> Response:
       503:
         description: no database yet (the daemon has not run)
     """
-    stats = await reader(request).run(queries.stats, now=_utcnow())
-    return JSONResponse(serialize.stats(stats))
+    # Recomputed whenever the database has changed, and at least every second (the last hour
+    # moves on by itself); otherwise the answer of a moment ago is still exact. Dashboards poll.
+    ctx = context(request)
+    db = reader(request)
+    version = await db.run(queries.data_version)
+    key = (db.generation, version)
+    cached = ctx.stats
+    now = time.monotonic()
+    if cached is None or cached.key != key or now - cached.made_at >= STATS_MAX_AGE_S:
+        stats = await db.run(queries.stats, now=_utcnow())
+        cached = ctx.stats = CachedStats(key, now, serialize.dumps(serialize.stats(stats)))
+    return Response(cached.body, media_type=JSON)
 
 
 async def healthz(request: Request) -> Response:
@@ -358,7 +372,7 @@ async def healthz(request: Request) -> Response:
     except Exception as error:  # any failure to read is the answer here, not an error
         log.warning("health check: database unavailable: %s", error)
         body = {"status": "unavailable", "database": "unavailable", "daemon": "unknown"}
-        return JSONResponse(body, status_code=503)
+        return JsonResponse(body, status_code=503)
     age = None if daemon is None else max(0.0, (_utcnow() - daemon.heartbeat_at).total_seconds())
     body = {
         "status": "ok",
@@ -370,8 +384,8 @@ async def healthz(request: Request) -> Response:
     }
     if body["schema"] != "current":
         body["status"] = "unavailable"
-        return JSONResponse(body, status_code=503)
-    return JSONResponse(body)
+        return JsonResponse(body, status_code=503)
+    return JsonResponse(body)
 
 
 async def openapi(request: Request) -> Response:
@@ -383,7 +397,7 @@ async def openapi(request: Request) -> Response:
       200:
         description: OpenAPI 3 document (JSON)
     """
-    return JSONResponse(context(request).openapi)
+    return JsonResponse(context(request).openapi)
 
 
 async def docs(request: Request) -> Response:

@@ -7,11 +7,14 @@ Statistics are SQL aggregates over indexes: no function here loads a table into 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, RowMapping, bindparam, func, select
+from sqlalchemy import Connection, Dialect, RowMapping, Select, Text, bindparam, func, select, type_coerce
 
 from models.tables import STATUSES, DaemonState, Image, ImageTotals
 
@@ -21,7 +24,13 @@ image_totals = ImageTotals.__table__
 
 # Columns a client may see, plus the thumbnail paths the API needs to serve the files.
 # `inbox_path` and `stored_path` are never read: a server path cannot leak from what was not read.
-_RECORD_COLUMNS = [column for column in images.c if column.name not in ("inbox_path", "stored_path")]
+# `exif` comes as the JSON text the daemon stored, which the API passes on without decoding it
+# and encoding it again (a camera's EXIF is about 1 KB: 18 microseconds per detail request).
+_RECORD_COLUMNS = [
+    type_coerce(column, Text).label("exif") if column.name == "exif" else column
+    for column in images.c
+    if column.name not in ("inbox_path", "stored_path")
+]
 _SUMMARY_COLUMNS = [images.c.id, images.c.filename, images.c.status, images.c.received_at, images.c.sha256]
 
 # Built once: SQLAlchemy caches the compiled form of a statement object, and the detail route
@@ -41,24 +50,98 @@ _THUMBNAIL = select(
 ).where(images.c.id == bindparam("image_id"))
 
 
-def image_by_id(connection: Connection, image_id: int) -> RowMapping | None:
-    """The record of one image (every column but the server paths of the original)."""
-    return connection.execute(_BY_ID, {"image_id": image_id}).mappings().one_or_none()
+def image_by_id(connection: Connection, image_id: int) -> dict[str, Any] | None:
+    """The record of one image: every column but the server paths of the original, with
+    `exif` as JSON text."""
+    return _fetch_one(connection, _BY_ID, {"image_id": image_id})
 
 
-def image_by_sha256(connection: Connection, sha256: str) -> RowMapping | None:
-    return connection.execute(_BY_SHA, {"sha256": sha256}).mappings().one_or_none()
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    parameters: tuple[str, ...]
+    defaults: dict[str, Any]  # values of the statement's own parameters (SQLite's OFFSET 0)
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
 
 
-def thumbnail_info(connection: Connection, image_id: int) -> RowMapping | None:
+_compiled: dict[tuple[str, int], _Compiled] = {}
+
+
+def _compile(dialect: Dialect, statement: Select) -> _Compiled:
+    key = (dialect.name, id(statement))
+    found = _compiled.get(key)
+    if found is None:
+        compiled = statement.compile(dialect=dialect)
+        columns = statement.selected_columns
+        found = _Compiled(
+            sql=str(compiled),
+            parameters=tuple(compiled.positiontup or ()),
+            defaults=dict(compiled.params),
+            names=tuple(column.name for column in columns),
+            processors=tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns),
+        )
+        _compiled[key] = found
+    return found
+
+
+def _fetch_all(connection: Connection, statement: Select, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of `statement` as dicts, run on the DBAPI cursor.
+
+    For the API's hot paths: SQLAlchemy's execution and result layers cost twice the query
+    itself (measured 38 against 18 microseconds for a detail row). The statement is still
+    SQLAlchemy's, compiled once; values get the column types' own conversions.
+    """
+    compiled = _compile(connection.dialect, statement)
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        values = [parameters[name] if name in parameters else compiled.defaults[name] for name in compiled.parameters]
+        cursor.execute(compiled.sql, values)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()  # ends SQLite's implicit read transaction
+    names, processors = compiled.names, compiled.processors
+    return [
+        {
+            name: process(value) if process is not None and value is not None else value
+            for name, process, value in zip(names, processors, row)
+        }
+        for row in rows
+    ]
+
+
+def _fetch_one(connection: Connection, statement: Select, parameters: dict[str, Any]) -> dict[str, Any] | None:
+    rows = _fetch_all(connection, statement, parameters)
+    return rows[0] if rows else None
+
+
+def image_by_sha256(connection: Connection, sha256: str) -> dict[str, Any] | None:
+    """The record of the image with these bytes, as image_by_id."""
+    return _fetch_one(connection, _BY_SHA, {"sha256": sha256})
+
+
+def thumbnail_info(connection: Connection, image_id: int) -> dict[str, Any] | None:
     """Status, digest and thumbnail columns of one image."""
-    return connection.execute(_THUMBNAIL, {"image_id": image_id}).mappings().one_or_none()
+    return _fetch_one(connection, _THUMBNAIL, {"image_id": image_id})
 
 
 @dataclass(frozen=True)
 class Page:
-    items: list[RowMapping]
+    items: list[dict[str, Any]]
     next_before_id: int | None  # keyset cursor: the next page has ids below this one
+
+
+@lru_cache(maxsize=None)
+def _list_statement(before: bool, status: bool, sha256: bool) -> Select:
+    """One statement per combination of filters (eight at most), so each is compiled once."""
+    query = select(*_SUMMARY_COLUMNS).order_by(images.c.id.desc()).limit(bindparam("limit"))
+    if before:
+        query = query.where(images.c.id < bindparam("before_id"))
+    if status:
+        query = query.where(images.c.status == bindparam("status"))
+    if sha256:
+        query = query.where(images.c.sha256 == bindparam("sha256"))
+    return query
 
 
 def list_images(
@@ -74,14 +157,9 @@ def list_images(
     With a status the (status, id) index serves both the filter and the order, so a page costs
     the same on the last page as on the first.
     """
-    query = select(*_SUMMARY_COLUMNS).order_by(images.c.id.desc()).limit(limit + 1)
-    if before_id is not None:
-        query = query.where(images.c.id < before_id)
-    if status is not None:
-        query = query.where(images.c.status == status)
-    if sha256 is not None:
-        query = query.where(images.c.sha256 == sha256)
-    rows = list(connection.execute(query).mappings())
+    statement = _list_statement(before_id is not None, status is not None, sha256 is not None)
+    parameters = {"limit": limit + 1, "before_id": before_id, "status": status, "sha256": sha256}
+    rows = _fetch_all(connection, statement, parameters)
     if len(rows) > limit:
         return Page(rows[:limit], rows[limit - 1]["id"])
     return Page(rows, None)
@@ -114,6 +192,12 @@ def daemon_status(connection: Connection) -> DaemonStatus | None:
 def schema_revision(connection: Connection) -> str | None:
     """The Alembic revision the database is at (None: not created yet)."""
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def data_version(connection: Connection) -> int:
+    """SQLite's counter of commits made by other connections: unchanged on the same connection
+    means nothing was written since the last look."""
+    return connection.exec_driver_sql("PRAGMA data_version").scalar_one()
 
 
 def health(connection: Connection) -> tuple[str | None, DaemonStatus | None]:
