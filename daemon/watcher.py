@@ -124,6 +124,10 @@ class StabilityTracker:
         self._stale_s = max(30.0, 10 * settle_s)
         self._on_complete = on_complete
         self._candidates: dict[Path, _Candidate] = {}
+        # Files taken off `_candidates` and not yet handed over: still counted by tracked(),
+        # or the daemon's wait_idle could see nothing settling and nothing outstanding while
+        # they are between the two, and return early (`htx daemon --once` would exit).
+        self._handing_over = 0
         self._lock = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="htx-stability", daemon=True)
@@ -140,7 +144,7 @@ class StabilityTracker:
 
     def tracked(self) -> int:
         with self._lock:
-            return len(self._candidates)
+            return len(self._candidates) + self._handing_over
 
     def complete(self, path: Path) -> None:
         with self._lock:
@@ -201,8 +205,11 @@ class StabilityTracker:
                     return
                 self._lock.wait(tick)
                 due = self._due(time.monotonic())
+                self._handing_over = len(due)
             for path in due:
                 self._on_complete(path)
+                with self._lock:
+                    self._handing_over -= 1
 
     def _due(self, now: float) -> list[Path]:
         """Candidates now complete (called with the lock held)."""
