@@ -284,7 +284,7 @@ def measure_routes(
 def big_jpeg(megabytes: float = 3.0) -> bytes:
     """A photo-sized JPEG of about `megabytes` (noise does not compress)."""
     rng = random.Random(3)
-    width, height = 1600, 1200
+    width, height = 1900, 1400
     noise = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
     for quality in (95, 90, 85, 80, 70):
         buffer = io.BytesIO()
