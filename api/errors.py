@@ -85,7 +85,7 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
 async def _database_error(_request: Request, exc: Exception) -> Response:
     # No database file yet, or a schema the daemon has not created: the reader cannot work
     # until the daemon has run. The detail stays in the log: it names server paths.
-    log.warning("database unavailable: %s", exc)
+    log.warning("database unavailable: %s", getattr(exc, "orig", exc))
     return error_response(503, DATABASE_UNAVAILABLE, {"Retry-After": "5"})
 
 

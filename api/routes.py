@@ -205,7 +205,9 @@ async def create_image(request: Request) -> Response:
     ctx = context(request)
     config = ctx.config
     uploads.check_token(request, config)
+    started = time.perf_counter()
     staged = await uploads.receive(request, config)
+    received = time.perf_counter()
     db = reader(request)
     base = base_url(request)
     try:
@@ -215,8 +217,18 @@ async def create_image(request: Request) -> Response:
         name = await run_in_threadpool(uploads.deliver, staged, config)
     finally:
         staged.discard()  # after delivery there is nothing left to discard
-    log.info("upload %s (%d bytes) -> inbox/%s", staged.sha256[:12], staged.size_bytes, name)
+    delivered = time.perf_counter()
     row = await uploads.wait_registered(db, staged.sha256, config.api.register_timeout_s)
+    log.info(
+        "upload %s (%d bytes) -> inbox/%s: received in %.0f ms, synced in %.0f ms, %s after %.0f ms",
+        staged.sha256[:12],
+        staged.size_bytes,
+        name,
+        (received - started) * 1000,
+        (delivered - received) * 1000,
+        "registered" if row is not None else "not registered",
+        (time.perf_counter() - delivered) * 1000,
+    )
     if row is None:
         search = f"{base}/api/images?sha256={staged.sha256}"
         return JsonResponse(
@@ -369,8 +381,7 @@ async def healthz(request: Request) -> Response:
     ctx = context(request)
     try:
         revision, daemon = await reader(request).run(queries.health)
-    except Exception as error:  # any failure to read is the answer here, not an error
-        log.warning("health check: database unavailable: %s", error)
+    except Exception:  # any failure to read is the answer here, not an error to log
         body = {"status": "unavailable", "database": "unavailable", "daemon": "unknown"}
         return JsonResponse(body, status_code=503)
     age = None if daemon is None else max(0.0, (_utcnow() - daemon.heartbeat_at).total_seconds())

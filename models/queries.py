@@ -58,11 +58,14 @@ def image_by_id(connection: Connection, image_id: int) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class _Compiled:
+    statement: Select  # kept alive, so its id() in the cache key is never reused
     sql: str
     parameters: tuple[str, ...]
     defaults: dict[str, Any]  # values of the statement's own parameters (SQLite's OFFSET 0)
     names: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    # (column, conversion) for the columns whose type converts what the driver returns: the
+    # date-times, stored as text in SQLite.
+    conversions: tuple[tuple[str, Callable[[Any], Any]], ...]
 
 
 _compiled: dict[tuple[str, int], _Compiled] = {}
@@ -73,13 +76,17 @@ def _compile(dialect: Dialect, statement: Select) -> _Compiled:
     found = _compiled.get(key)
     if found is None:
         compiled = statement.compile(dialect=dialect)
-        columns = statement.selected_columns
+        columns = list(statement.selected_columns)
+        processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
         found = _Compiled(
+            statement=statement,
             sql=str(compiled),
             parameters=tuple(compiled.positiontup or ()),
             defaults=dict(compiled.params),
             names=tuple(column.name for column in columns),
-            processors=tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns),
+            conversions=tuple(
+                (column.name, process) for column, process in zip(columns, processors) if process is not None
+            ),
         )
         _compiled[key] = found
     return found
@@ -100,14 +107,16 @@ def _fetch_all(connection: Connection, statement: Select, parameters: dict[str, 
         rows = cursor.fetchall()
     finally:
         cursor.close()  # ends SQLite's implicit read transaction
-    names, processors = compiled.names, compiled.processors
-    return [
-        {
-            name: process(value) if process is not None and value is not None else value
-            for name, process, value in zip(names, processors, row)
-        }
-        for row in rows
-    ]
+    names, conversions = compiled.names, compiled.conversions
+    records = []
+    for row in rows:
+        record = dict(zip(names, row))
+        for name, convert in conversions:
+            value = record[name]
+            if value is not None:
+                record[name] = convert(value)
+        records.append(record)
+    return records
 
 
 def _fetch_one(connection: Connection, statement: Select, parameters: dict[str, Any]) -> dict[str, Any] | None:
