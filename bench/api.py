@@ -191,11 +191,13 @@ class Server:
         self._log.close()
 
 
-def wait_healthy(base: str, timeout: float = 60) -> None:
+def wait_healthy(base: str, *, daemon: bool = False, timeout: float = 60) -> None:
+    """Until /healthz answers 200 (and, with `daemon`, reports the daemon's heartbeat)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+            response = httpx.get(f"{base}/healthz", timeout=2)
+            if response.status_code == 200 and (not daemon or response.json()["daemon"] == "running"):
                 return
         except httpx.HTTPError:
             pass
@@ -362,7 +364,7 @@ def bench_database(rows: int, routes_for: Any, args: argparse.Namespace, work: P
             daemon = Server(config, "daemon", folder / "daemon.log")
             try:
                 files = unique_copies(big_jpeg(), args.uploads)
-                time.sleep(2)  # the daemon's start: migrations checked, inbox scanned
+                wait_healthy(base, daemon=True)  # its first heartbeat: migrated, watching
                 result["upload_3mb"] = measure_uploads(base, files)
             finally:
                 daemon.stop()
