@@ -93,6 +93,18 @@ def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_api(config: Config, args: argparse.Namespace) -> int:
+    from api.server import serve
+
+    return EXIT_OK if serve(config) else EXIT_FAILURE
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from daemon.supervisor import child_commands, run_together
+
+    return run_together(child_commands(config.source))
+
+
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     print(f"# configuration from {config.source or 'built-in defaults'}: OK")
     for section, values in config_module.as_dict(config).items():
@@ -147,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     reprocess.add_argument("ids", nargs="*", type=int, metavar="ID", help="image ids")
     reprocess.add_argument("--failed", action="store_true", help="every failed image (or the failed ones among ID...)")
     reprocess.set_defaults(handler=cmd_reprocess)
+
+
+    api = commands.add_parser("api", help="serve the read API and uploads on api.host:api.port (runs until stopped)")
+    api.set_defaults(handler=cmd_api)
+
+    run = commands.add_parser("run", help="run the daemon and the API together, stopping both on Ctrl-C")
+    run.set_defaults(handler=cmd_run)
 
     check = commands.add_parser("check-config", help="validate the configuration and print the effective settings")
     check.set_defaults(handler=cmd_check_config)

@@ -42,5 +42,14 @@ class TooLarge(PipelineError):
 class MissingFile(PipelineError):
     kind = "missing"
 
+    def __init__(self, message: str = "the file disappeared before it could be processed") -> None:
+        super().__init__(message)
+
+
+class SourceChanged(MissingFile):
+    """The file was deleted or rewritten in place while it was processed: what was read is gone."""
+
     def __init__(self) -> None:
-        super().__init__("the file disappeared before it could be processed")
+        super().__init__(
+            "the file was deleted or rewritten while it was being processed; a rewritten file is processed again"
+        )

@@ -18,6 +18,12 @@ HASH_CHUNK_BYTES = 1024 * 1024
 class FileDigest:
     sha256: str
     size_bytes: int
+    identity: tuple[int, int, int]  # inode, size, mtime: changes if the file is rewritten
+
+
+def file_identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def hash_file(path: Path) -> FileDigest:
@@ -28,7 +34,8 @@ def hash_file(path: Path) -> FileDigest:
         while chunk := handle.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
             size += len(chunk)
-    return FileDigest(digest.hexdigest(), size)
+        stat = os.fstat(handle.fileno())
+    return FileDigest(digest.hexdigest(), size, (stat.st_ino, stat.st_size, stat.st_mtime_ns))
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -47,15 +54,32 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
 def move_file(source: Path, destination: Path) -> None:
     """Move `source` to `destination`, across filesystems too (an inbox on a network share).
 
-    A copy is synced before the source is removed, so a crash leaves two copies, never none.
+    Within a filesystem: a hard link, then the unlink of the source. The watched inbox then
+    sees a deletion, which watchdog passes on at once, where a rename out of it is an unpaired
+    move that watchdog holds back for 0.5 s (and every event queued behind it: measured, it
+    delayed the next upload's registration by that much). Across filesystems a copy is synced
+    before the source is removed. Either way a crash leaves two copies, never none.
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
+        os.link(source, destination)
+    except FileExistsError:
         os.replace(source, destination)
         return
     except OSError as error:
-        if error.errno != errno.EXDEV:
-            raise
+        if error.errno != errno.EXDEV:  # a filesystem without hard links: a rename will do
+            try:
+                os.replace(source, destination)
+                return
+            except OSError as rename_error:
+                if rename_error.errno != errno.EXDEV:
+                    raise
+        _copy_then_remove(source, destination)
+        return
+    source.unlink()
+
+
+def _copy_then_remove(source: Path, destination: Path) -> None:
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
     with open(source, "rb") as reader, open(temporary, "wb") as writer:
         shutil.copyfileobj(reader, writer, HASH_CHUNK_BYTES)

@@ -25,8 +25,8 @@ from pathlib import Path
 from daemon import records
 from daemon.captioner import Captioner, NoCaptioner
 from daemon.decode import configure_pillow
-from daemon.errors import MissingFile, PipelineError
-from daemon.files import FileDigest, free_name, hash_file, move_file
+from daemon.errors import MissingFile, PipelineError, SourceChanged
+from daemon.files import FileDigest, file_identity, free_name, hash_file, move_file
 from daemon.notify import SystemdNotifier
 from daemon.pipeline import PreparedImage, prepare
 from daemon.watcher import InboxWatcher
@@ -46,6 +46,11 @@ def _error_note(failed_file: Path) -> Path:
     return failed_file.with_name(failed_file.name + ".error.txt")
 
 
+# A file that arrived in the inbox: its path and inode. A new file at the same path (an upload
+# renamed in as the last one with that name leaves) is another arrival.
+Arrival = tuple[Path, int]
+
+
 @dataclass(frozen=True)
 class Job:
     """One registered image waiting for the pipeline."""
@@ -56,7 +61,8 @@ class Job:
     hash_ms: float
     filename: str
     source: Path  # where its bytes are now
-    in_inbox: bool
+    arrival: Arrival | None  # None when the source is in the store (reprocessing)
+    identity: tuple[int, int, int]  # of the source when hashed: inode, size, mtime
 
 
 class Daemon:
@@ -74,7 +80,7 @@ class Daemon:
         self._started_at = records.utcnow()
         # Work known to the daemon and not finished: paths offered, image ids queued.
         self._state = threading.Condition()
-        self._offered_paths: set[Path] = set()
+        self._arrivals: set[Arrival] = set()
         self._active_ids: set[int] = set()
         self._outstanding = 0
         # Names in failed/ are picked and used under this lock, so two failures never share one.
@@ -165,17 +171,18 @@ class Daemon:
 
         For tools and benchmarks: the same code path as the workers, without the queues.
         """
+        arrival = (path, path.stat().st_ino)
         with self._state:
-            self._offered_paths.add(path)
+            self._arrivals.add(arrival)
             self._outstanding += 1
-        job = self._register(path)
+        job = self._register(arrival)
         if job is None:
-            self._release(path)
+            self._release(arrival)
             return None
         try:
             self._process(job)
         finally:
-            self._release(path, job.image_id)
+            self._release(arrival, job.image_id)
         return job.image_id
 
     def heartbeat(self) -> None:
@@ -197,12 +204,16 @@ class Daemon:
 
     def offer(self, path: Path) -> None:
         """A complete file in the inbox (called by the watcher; must return at once)."""
+        try:
+            arrival = (path, path.stat().st_ino)
+        except OSError:
+            return  # gone already
         with self._state:
-            if path in self._offered_paths:
+            if arrival in self._arrivals:
                 return
-            self._offered_paths.add(path)
+            self._arrivals.add(arrival)
             self._outstanding += 1
-        self._registrations.put(path)
+        self._registrations.put(arrival)
 
     def _activate(self, image_id: int) -> bool:
         """Mark an image as queued or in progress; False if it already is."""
@@ -212,10 +223,10 @@ class Daemon:
             self._active_ids.add(image_id)
             return True
 
-    def _release(self, path: Path | None = None, image_id: int | None = None, *, counted: bool = True) -> None:
+    def _release(self, arrival: Arrival | None = None, image_id: int | None = None, *, counted: bool = True) -> None:
         with self._state:
-            if path is not None:
-                self._offered_paths.discard(path)
+            if arrival is not None:
+                self._arrivals.discard(arrival)
             if image_id is not None:
                 self._active_ids.discard(image_id)
             if counted:
@@ -228,23 +239,28 @@ class Daemon:
         so they cannot race with a registration in progress)."""
         for known in self.writer.call(records.pending_images, stored_only=stored_only):
             if known.inbox_path is not None:
-                source, in_inbox = self.config.inbox_dir / known.inbox_path, True
+                source = self.config.inbox_dir / known.inbox_path
             elif known.stored_path is not None:
-                source, in_inbox = self.config.data_dir / known.stored_path, False
+                source = self.config.data_dir / known.stored_path
             else:
-                source, in_inbox = None, False
+                source = None
             if not self._activate(known.id):
                 continue
-            if source is None or not source.is_file():
+            try:
+                identity = file_identity(source) if source is not None else None
+            except OSError:
+                identity = None
+            if source is None or identity is None:
                 self._record_missing(known)
                 self._release(image_id=known.id, counted=False)
                 continue
+            arrival = (source, identity[0]) if known.inbox_path is not None else None
             with self._state:
                 self._outstanding += 1
-                if in_inbox:
-                    self._offered_paths.add(source)
+                if arrival is not None:
+                    self._arrivals.add(arrival)
             self._jobs.put(
-                Job(known.id, known.sha256, known.size_bytes, known.hash_ms or 0.0, known.filename, source, in_inbox)
+                Job(known.id, known.sha256, known.size_bytes, known.hash_ms or 0.0, known.filename, source, arrival, identity)
             )
 
     def _record_missing(self, known: records.KnownImage) -> None:
@@ -264,16 +280,16 @@ class Daemon:
     def _registrar_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                path = self._registrations.get(timeout=0.2)
+                arrival = self._registrations.get(timeout=0.2)
             except queue.Empty:
                 continue
             try:
-                job = self._register(path)
+                job = self._register(arrival)
             except Exception:
-                log.exception("could not register %s", self._relative(path))
+                log.exception("could not register %s", self._relative(arrival[0]))
                 job = None
             if job is None:
-                self._release(path)
+                self._release(arrival)
             else:
                 self._jobs.put(job)
 
@@ -283,8 +299,9 @@ class Daemon:
         except ValueError:
             return path.name
 
-    def _register(self, path: Path) -> Job | None:
+    def _register(self, arrival: Arrival) -> Job | None:
         """Hash a complete inbox file and find or create its row; a Job if there is work to do."""
+        path = arrival[0]
         relative = self._relative(path)
         started = time.perf_counter()
         try:
@@ -307,7 +324,7 @@ class Daemon:
                 hash_ms=hash_ms,
             )
             self._activate(image_id)
-            return Job(image_id, digest.sha256, digest.size_bytes, hash_ms, filename, path, True)
+            return Job(image_id, digest.sha256, digest.size_bytes, hash_ms, filename, path, arrival, digest.identity)
         if known.status in ("pending", "processing"):
             if not self._activate(known.id):
                 if known.inbox_path != relative:
@@ -315,7 +332,7 @@ class Daemon:
                 return None
             # A row from before a restart whose file this is: carry on with it.
             self.writer.call(records.update_image, known.id, {"inbox_path": relative})
-            return Job(known.id, known.sha256, known.size_bytes, hash_ms, known.filename, path, True)
+            return Job(known.id, known.sha256, known.size_bytes, hash_ms, known.filename, path, arrival, digest.identity)
         stored = self.config.data_dir / known.stored_path if known.stored_path else None
         if stored is not None and not stored.exists():
             # The row was committed but the daemon stopped before moving the file: finish that.
@@ -350,7 +367,11 @@ class Daemon:
                 log.exception("image %d %s: unexpected error", job.image_id, job.filename)
                 self._fail_safely(job, PipelineError("internal error while processing this image"), time.perf_counter())
             finally:
-                self._release(job.source if job.in_inbox else None, job.image_id)
+                self._release(job.arrival, job.image_id)
+                if job.arrival is not None and job.source.exists():
+                    # Still in the inbox: rewritten while processed, or not movable. Its events
+                    # were ignored while this job held it, so look at it again.
+                    self.offer(job.source)
 
     def _process(self, job: Job) -> None:
         if not self.writer.call(records.claim, job.image_id):
@@ -372,8 +393,20 @@ class Daemon:
     def _elapsed_ms(self, job: Job, started: float) -> float:
         return job.hash_ms + (time.perf_counter() - started) * 1000
 
+    def _source_changed(self, job: Job) -> bool:
+        """Whether the inbox file is no longer the bytes that were hashed and processed."""
+        if job.arrival is None:
+            return False
+        try:
+            return file_identity(job.source) != job.identity
+        except OSError:
+            return True
+
     def _finish(self, job: Job, prepared: PreparedImage, started: float, *, caption: dict) -> None:
         """Commit a done image, then move its original into the content-addressed store."""
+        if self._source_changed(job):
+            self._fail(job, SourceChanged(), started)
+            return
         extension = _EXTENSIONS[prepared.metadata.format]
         stored_path = f"originals/{job.sha256[:2]}/{job.sha256}.{extension}"
         processing_ms = self._elapsed_ms(job, started)
@@ -403,6 +436,8 @@ class Daemon:
             "inbox_path": None,
             "processing_ms": processing_ms,
         }
+        if not isinstance(error, MissingFile) and self._source_changed(job):
+            error = SourceChanged()
         with self._failed_names:
             if isinstance(error, MissingFile):
                 destination = None

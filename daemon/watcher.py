@@ -124,7 +124,10 @@ class StabilityTracker:
         self._stale_s = max(30.0, 10 * settle_s)
         self._on_complete = on_complete
         self._candidates: dict[Path, _Candidate] = {}
-        self._handing_over = 0  # complete, taken out of _candidates, not yet handed to the daemon
+        # Files taken off `_candidates` and not yet handed over: still counted by tracked(),
+        # or the daemon's wait_idle could see nothing settling and nothing outstanding while
+        # they are between the two, and return early (`htx daemon --once` would exit).
+        self._handing_over = 0
         self._lock = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="htx-stability", daemon=True)

@@ -27,8 +27,13 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+def head_revision() -> str | None:
+    """The newest revision of the shipped migrations: what a current database is at."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
 def is_current(engine: Engine) -> bool:
     """Whether the database is at the newest revision (readers use this to wait for the daemon)."""
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = head_revision()
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision() == head

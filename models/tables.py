@@ -81,6 +81,8 @@ class Image(Base):
     __table_args__ = (
         Index("ix_images_status_id", "status", "id"),
         Index("ix_images_processed_at", "processed_at"),
+        # Percentiles of processing time, read off the index in order (GET /api/stats).
+        Index("ix_images_status_processing_ms", "status", "processing_ms"),
     )
 
 
@@ -96,3 +98,26 @@ class DaemonState(Base):
     caption_model: Mapped[str | None] = mapped_column(Text)
     caption_device: Mapped[str | None] = mapped_column(String(32))
     caption_status: Mapped[str | None] = mapped_column(Text)
+
+
+class ImageTotals(Base):
+    """Running totals per status, kept exact by triggers on `images` (migration 0002).
+
+    For each timed column, n_<stage> counts the rows where it is set and s_<stage> sums it, so
+    statistics are a read of four rows rather than a pass over the table.
+    """
+
+    __tablename__ = "image_totals"
+
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    images: Mapped[int] = mapped_column(Integer, server_default="0")
+    n_processing: Mapped[int] = mapped_column(Integer, server_default="0")
+    s_processing: Mapped[float] = mapped_column(Float, server_default="0")
+    n_hash: Mapped[int] = mapped_column(Integer, server_default="0")
+    s_hash: Mapped[float] = mapped_column(Float, server_default="0")
+    n_metadata: Mapped[int] = mapped_column(Integer, server_default="0")
+    s_metadata: Mapped[float] = mapped_column(Float, server_default="0")
+    n_thumbnails: Mapped[int] = mapped_column(Integer, server_default="0")
+    s_thumbnails: Mapped[float] = mapped_column(Float, server_default="0")
+    n_caption: Mapped[int] = mapped_column(Integer, server_default="0")
+    s_caption: Mapped[float] = mapped_column(Float, server_default="0")

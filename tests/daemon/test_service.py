@@ -7,6 +7,7 @@ import shutil
 
 from sqlalchemy import select
 
+import daemon.service as service_module
 from daemon import records
 from daemon.files import hash_file
 from daemon.service import Daemon
@@ -181,3 +182,50 @@ def test_once_mode_processes_the_inbox_and_reports_idle(config: Config) -> None:
     finally:
         daemon.stop()
     assert [row["status"] for row in read_images(config)] == ["done"] * 5
+
+
+def test_a_new_file_under_the_name_just_vacated_is_still_taken(config: Config, start_daemon, monkeypatch) -> None:
+    """An upload renamed in as the previous file of that name leaves: another arrival, not the same."""
+    staging = config.data_dir / "staging"
+    staging.mkdir(parents=True)
+    shutil.copyfile(CORPUS_DIR / "hopper.png", staging / "photo.jpg")
+    real_move = service_module.move_file
+    swapped = []
+
+    def move_then_new_arrival(source, destination):
+        real_move(source, destination)
+        if not swapped and source.name == "photo.jpg":
+            swapped.append(True)
+            (staging / "photo.jpg").rename(source)  # before the first job has let go of the name
+
+    monkeypatch.setattr(service_module, "move_file", move_then_new_arrival)
+    start_daemon(config)
+    copy_in(CORPUS_DIR / "hopper.jpg", config.inbox_dir / "photo.jpg")
+    rows = wait_for(_finished(config, 2), what="both files called photo.jpg")
+    assert [row["format"] for row in rows] == ["JPEG", "PNG"]
+    assert swapped
+
+
+def test_a_file_rewritten_while_processed_is_not_stored_under_the_old_hash(config: Config, start_daemon, monkeypatch) -> None:
+    real_prepare = service_module.prepare
+    rewritten = []
+
+    def prepare_then_rewrite(source, **kwargs):
+        prepared = real_prepare(source, **kwargs)
+        if not rewritten:
+            rewritten.append(True)
+            with open(source, "r+b") as handle:  # same inode, other bytes
+                handle.truncate(0)
+                handle.write((CORPUS_DIR / "hopper.png").read_bytes())
+        return prepared
+
+    monkeypatch.setattr(service_module, "prepare", prepare_then_rewrite)
+    start_daemon(config)
+    copy_in(CORPUS_DIR / "hopper.jpg", config.inbox_dir / "photo.jpg")
+    rows = wait_for(_finished(config, 2), what="the first version to fail and the second to be done")
+    first, second = rows
+    assert (first["status"], first["error_kind"]) == ("failed", "missing")
+    assert "rewritten while it was being processed" in first["error"]
+    assert (second["status"], second["format"]) == ("done", "PNG")
+    # Nothing is kept under the first version's hash: those bytes are gone.
+    assert not list(config.originals_dir.rglob(f"{first['sha256']}*"))

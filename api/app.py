@@ -1,0 +1,57 @@
+"""`create_app(config)`: the Starlette application of the read API and uploads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from starlette.applications import Starlette
+
+from api.context import ApiContext, Reader
+from api.docs import openapi_schema
+from api.errors import EXCEPTION_HANDLERS
+from api.routes import ROUTES
+from api.uploads import remove_stale_parts
+from models.config import Config
+from models.db import make_engine
+from models.migrate import head_revision
+
+log = logging.getLogger("htx.api")
+
+
+def _version() -> str:
+    try:
+        return version("htx")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0"
+
+
+def create_app(config: Config) -> Starlette:
+    """The API over `config`'s database, which it opens read-only (SQLite mode=ro).
+
+    The database need not exist yet: until the daemon has created it, reads answer 503 and
+    uploads are queued in the inbox.
+    """
+    head = head_revision()
+    assert head is not None, "no migrations shipped"
+    context = ApiContext(config=config, schema_head=head, openapi=openapi_schema(ROUTES, _version()))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = make_engine(config.database_url, readonly=True)
+        context.reader = Reader(engine)
+        removed = remove_stale_parts(config.uploads_dir)
+        if removed:
+            log.info("removed %d unfinished upload(s) left in %s", removed, config.uploads_dir)
+        try:
+            yield
+        finally:
+            context.reader.close()
+            context.reader = None
+            engine.dispose()
+
+    app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.state.api = context
+    return app

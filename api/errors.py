@@ -1,0 +1,102 @@
+"""Errors the API answers with, and the one place they become responses.
+
+Every error a client sees is JSON `{"error": message}` with its status: the API's own errors
+(exceptions carrying their status, as datasette does), Starlette's 404 and 405, and anything
+unexpected, which is logged here with its traceback and answered as a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.serialize import JsonResponse
+
+log = logging.getLogger("htx.api")
+
+UNSUPPORTED_MESSAGE = "Only JPEG and PNG files are allowed."
+DATABASE_UNAVAILABLE = "The database is not available (has the daemon been started?)."
+
+
+class ApiError(Exception):
+    """An answer other than success; `status_code` is the HTTP status, the message is shown."""
+
+    status_code = 500
+
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class BadRequest(ApiError):
+    status_code = 400
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="htx"'})
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class Conflict(ApiError):
+    status_code = 409
+
+
+class ContentTooLarge(ApiError):
+    status_code = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = 415
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+
+
+def error_response(status_code: int, message: str, headers: Mapping[str, str] | None = None) -> JsonResponse:
+    return JsonResponse({"error": message}, status_code=status_code, headers=headers)
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status_code, exc.message, exc.headers)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    """Starlette's own: 404 for no route, 405 (keeps its Allow header), 400 for a bad body."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return error_response(exc.status_code, exc.detail, exc.headers)
+
+
+async def _database_error(_request: Request, exc: Exception) -> Response:
+    # No database file yet, or a schema the daemon has not created: the reader cannot work
+    # until the daemon has run. The detail stays in the log: it names server paths.
+    log.warning("database unavailable: %s", getattr(exc, "orig", exc))
+    return error_response(503, DATABASE_UNAVAILABLE, {"Retry-After": "5"})
+
+
+async def _internal_error(_request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, "Internal Server Error")
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: _api_error,
+    HTTPException: _http_error,
+    OperationalError: _database_error,
+    Exception: _internal_error,
+}

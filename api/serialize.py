@@ -1,0 +1,134 @@
+"""Rows into the JSON a client sees. Fields are listed one by one: a new column reaches
+clients only when it is added here, so a server path can never slip out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from models.queries import STAGES, Stats
+
+THUMBNAIL_SIZES = ("small", "medium")
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """Stored naive UTC -> ISO 8601 with a Z."""
+    return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
+
+
+def image_url(base: str, image_id: int) -> str:
+    return f"{base}/api/images/{image_id}"
+
+
+def thumbnail_url(base: str, image_id: int, size: str) -> str:
+    return f"{base}/api/images/{image_id}/thumbnails/{size}"
+
+
+def summary(row: Mapping[str, Any], base: str) -> dict[str, Any]:
+    """One item of the list."""
+    return {
+        "id": row["id"],
+        "filename": row["filename"],
+        "status": row["status"],
+        "received_at": timestamp(row["received_at"]),
+        "links": {"self": image_url(base, row["id"])},
+    }
+
+
+def _metadata(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata object, without `exif` (see record_json)."""
+    metadata: dict[str, Any] = {
+        "format": row["format"],
+        "width": row["width"],
+        "height": row["height"],
+        "mode": row["mode"],
+        "size_bytes": row["size_bytes"],
+        "taken_at": row["taken_at"],
+        "icc_profile": row["icc_profile"],
+    }
+    if row["camera_make"] is not None or row["camera_model"] is not None:
+        metadata["camera"] = {"make": row["camera_make"], "model": row["camera_model"]}
+    if row["gps_latitude"] is not None and row["gps_longitude"] is not None:
+        metadata["gps"] = {"latitude": row["gps_latitude"], "longitude": row["gps_longitude"]}
+    return metadata
+
+
+def record_json(row: Mapping[str, Any], base: str, **extra: Any) -> bytes:
+    """The whole record of one image, as DESIGN.md lists it, encoded; `extra` keys are added.
+
+    `row["exif"]` is the JSON text the daemon stored (models.queries): it is placed into the
+    answer as it is, as the last member of `metadata`, which is the last member of the record.
+    """
+    image_id = row["id"]
+    thumbnails = {
+        size: thumbnail_url(base, image_id, size) if row[f"thumb_{size}_path"] else None for size in THUMBNAIL_SIZES
+    }
+    record = {
+        "id": image_id,
+        "filename": row["filename"],
+        "status": row["status"],
+        "error": row["error"],
+        "error_kind": row["error_kind"],
+        "sha256": row["sha256"],
+        "received_at": timestamp(row["received_at"]),
+        "processed_at": timestamp(row["processed_at"]),
+        "processing_ms": row["processing_ms"],
+        "timings_ms": {stage: row[f"{stage}_ms"] for stage in STAGES},
+        "caption": row["caption"],
+        "caption_model": row["caption_model"],
+        "caption_device": row["caption_device"],
+        "caption_error": row["caption_error"],
+        "thumbnails": thumbnails,
+        "links": {"self": image_url(base, image_id)},
+        **extra,
+        "metadata": _metadata(row),
+    }
+    encoded = dumps(record)
+    assert encoded.endswith(b"}}")
+    return b"".join((encoded[:-2], b',"exif":', (row["exif"] or "null").encode(), b"}}"))
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON. orjson: the encoding was the largest cost of a detail answer after
+    the query itself (9 of 110 microseconds with the standard library's encoder)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+class JsonResponse(Response):
+    """Starlette's JSONResponse, encoded by `dumps`."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+def _rate(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def stats(stats: Stats) -> dict[str, Any]:
+    finished = stats.finished
+    return {
+        "total": stats.total,
+        "by_status": stats.by_status,
+        "finished": finished,
+        "success_rate": _rate(stats.by_status["done"], finished),
+        "failure_rate": _rate(stats.by_status["failed"], finished),
+        "queue_depth": stats.queue_depth,
+        "processing_ms": {
+            "average": round(stats.average_ms, 3),
+            "p50": round(stats.p50_ms, 3),
+            "p95": round(stats.p95_ms, 3),
+        },
+        "stage_average_ms": {stage: round(value, 3) for stage, value in stats.stage_average_ms.items()},
+        "last_hour": {
+            "processed": stats.processed_last_hour,
+            "per_minute": round(stats.processed_last_hour / 60, 3),
+        },
+        "caption": {"model": stats.caption_model, "device": stats.caption_device},
+    }

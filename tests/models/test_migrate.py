@@ -1,0 +1,74 @@
+"""The migrations build exactly the schema of models/tables.py, and 0002's totals stay exact."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import delete, func, insert, select, update
+
+from models import migrate
+from models.db import make_engine
+from models.tables import Base, Image, ImageTotals
+
+
+def test_migrations_match_the_tables(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'htx.db'}")
+    migrate.upgrade(engine)
+    migrate.upgrade(engine)  # a second start changes nothing
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+    assert differences == []
+    reader = make_engine(f"sqlite:///{tmp_path / 'htx.db'}", readonly=True)
+    assert migrate.is_current(reader)
+    reader.dispose()
+
+
+def test_image_totals_follow_every_write(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'htx.db'}")
+    migrate.upgrade(engine)
+    images = Image.__table__
+    rng = random.Random(4)
+    statuses = ("pending", "processing", "done", "failed")
+    with engine.begin() as connection:
+        connection.execute(
+            insert(images),
+            [{"sha256": f"{n:064x}", "filename": f"{n}.jpg", "status": "pending", "received_at": datetime(2026, 1, 1),
+              "size_bytes": 1, "hash_ms": rng.uniform(1, 5)} for n in range(300)],
+        )
+        for image_id in range(1, 301):
+            status = rng.choice(statuses)
+            timed = status in ("done", "failed")
+            connection.execute(
+                update(images).where(images.c.id == image_id).values(
+                    status=status,
+                    processing_ms=rng.uniform(10, 500) if timed else None,
+                    caption_ms=rng.uniform(100, 900) if status == "done" and rng.random() < 0.5 else None,
+                )
+            )
+        connection.execute(update(images).where(images.c.id % 7 == 0).values(status="pending", processing_ms=None))
+        connection.execute(delete(images).where(images.c.id % 11 == 0))
+    with engine.connect() as connection:
+        direct = {
+            row.status: row
+            for row in connection.execute(
+                select(images.c.status, func.count().label("n"), func.count(images.c.processing_ms).label("timed"),
+                       func.total(images.c.processing_ms).label("ms"), func.count(images.c.caption_ms).label("captioned"),
+                       func.total(images.c.hash_ms).label("hash")).group_by(images.c.status)
+            )
+        }
+        totals = {row.status: row for row in connection.execute(select(ImageTotals.__table__))}
+    engine.dispose()
+    for status in statuses:
+        kept = totals[status]
+        expected = direct.get(status)
+        assert kept.images == (expected.n if expected else 0), status
+        assert kept.n_processing == (expected.timed if expected else 0), status
+        assert kept.n_caption == (expected.captioned if expected else 0), status
+        assert kept.s_processing == pytest.approx(expected.ms if expected else 0, abs=1e-6), status
+        assert kept.s_hash == pytest.approx(expected.hash if expected else 0, abs=1e-6), status
