@@ -93,6 +93,26 @@ def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_stats(config: Config, args: argparse.Namespace) -> int:
+    from daemon.records import utcnow
+    from daemon.report import stats_table
+    from models import queries
+    from models.db import make_engine
+
+    if not (config.data_dir / "htx.db").exists() and config.database_url.startswith("sqlite"):
+        print("htx stats: no database yet: the daemon has not run with this configuration", file=sys.stderr)
+        return EXIT_FAILURE
+    engine = make_engine(config.database_url, readonly=True)
+    try:
+        with engine.connect() as connection:
+            now = utcnow()
+            lines = stats_table(queries.stats(connection, now=now), queries.daemon_status(connection), now=now)
+    finally:
+        engine.dispose()
+    print("\n".join(lines))
+    return EXIT_OK
+
+
 def cmd_api(config: Config, args: argparse.Namespace) -> int:
     from api.server import serve
 
@@ -166,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the daemon and the API together, stopping both on Ctrl-C")
     run.set_defaults(handler=cmd_run)
+
+    stats = commands.add_parser("stats", help="print counts, rates and processing times as a table")
+    stats.set_defaults(handler=cmd_stats)
 
     check = commands.add_parser("check-config", help="validate the configuration and print the effective settings")
     check.set_defaults(handler=cmd_check_config)

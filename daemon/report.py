@@ -1,0 +1,47 @@
+"""`htx stats`: the processing statistics as a table a person can read in a terminal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from models.queries import DaemonStatus, Stats
+
+STALE_HEARTBEAT_S = 30
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:5.1f} %" if whole else "    - "
+
+
+def stats_table(stats: Stats, daemon: DaemonStatus | None, *, now: datetime) -> list[str]:
+    """Lines of the table; `now` is naive UTC, like the stored times."""
+    finished = stats.finished
+    lines = [f"{'images':<14}{stats.total:>10,}"]
+    for status in ("done", "failed", "pending", "processing"):
+        count = stats.by_status[status]
+        share = _share(count, finished) if status in ("done", "failed") else ""
+        lines.append(f"  {status:<12}{count:>10,}  {share}".rstrip())
+    lines += [
+        f"{'queue depth':<14}{stats.queue_depth:>10,}",
+        f"{'last hour':<14}{stats.processed_last_hour:>10,}  processed",
+        "",
+        f"{'time per image (done)':<24}{'average':>12}{'p50':>12}{'p95':>12}",
+        f"{'  total':<24}{_ms(stats.average_ms):>12}{_ms(stats.p50_ms):>12}{_ms(stats.p95_ms):>12}",
+    ]
+    for stage, average in stats.stage_average_ms.items():
+        lines.append(f"  {stage:<22}{_ms(average):>12}")
+    lines.append("")
+    model = stats.caption_model or "none"
+    device = f" on {stats.caption_device}" if stats.caption_device else ""
+    lines.append(f"{'caption model':<14}{model}{device}")
+    if daemon is None:
+        lines.append(f"{'daemon':<14}never started")
+    else:
+        age = (now - daemon.heartbeat_at).total_seconds()
+        state = "running" if age <= STALE_HEARTBEAT_S else "not running"
+        lines.append(f"{'daemon':<14}{state} (pid {daemon.pid}, last heartbeat {age:,.0f} s ago)")
+    return lines
