@@ -304,6 +304,14 @@ def main() -> None:
             f"{label:46} {rate:6.2f} {median:6.2f} {1 / rate:6.2f} {rate / usual_rate:6.2f}x "
             f"{first['rss_load_mb']:12.0f} {first['rss_mb']:5.0f} {first['peak_rss_mb']:5.0f} {first['load_s']:6.1f} {agree}"
         )
+    # Batch invariance: does a caption depend on the other images of its batch?
+    by_label = {label.strip(): results[label][0]["tokens"] for label, _ in configurations}
+    for name in ("bfloat16", "float32 + int8"):
+        single = by_label.get(f"{name}, batch 1")
+        for size in (4, 8, 16):
+            batched = by_label.get(f"{name}, batch {size}")
+            if single and batched:
+                print(f"{name}, batch {size} vs batch 1: {agreement(batched, single):.1%} of tokens equal")
     print(f"\n(b) ran as: {results[configurations[1][0]][0]['settings']}.")
     print("img/s: the best round (least disturbed by other work on the machine); median: the middle round.")
     print("RSS: resident memory right after loading (fp32 weights are memory-mapped, so they count only once")

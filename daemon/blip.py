@@ -10,6 +10,10 @@ no network. `htx model download` is the one networked path.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import gc
 import json
 import logging
 import threading
@@ -166,6 +170,28 @@ def quantize_int8(model: Any) -> Any:
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None elsewhere (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim") if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the heap memory a batch's activations used back to the system.
+
+    glibc keeps freed blocks for reuse: measured on BLIP-base in bfloat16, resident memory
+    grows from 0.79 GB after loading to 1.10 GB after batches of 8, and 0.84 GB with this
+    after each batch, for about 20 ms per batch of 8 (half a percent of its time).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 class BlipCaptioner:
     """BlipProcessor + BlipForConditionalGeneration, loaded once by `load`, used by one thread."""
 
@@ -176,6 +202,7 @@ class BlipCaptioner:
         self.min_new_tokens = min_new_tokens
         self._device: str | None = None
         self._dtype: Any = None
+        self._quantized = False
         self._input_size: int | None = None  # read from the processor's files when first asked
         self._processor: Any = None
         self._model: Any = None
@@ -200,7 +227,7 @@ class BlipCaptioner:
         """How it runs, for logs and the daemon's status: "cpu, bfloat16", "cpu, int8"."""
         if self._device is None:
             return "not loaded"
-        precision = "int8" if self.config.quantize == "int8" and self._device == "cpu" else str(self._dtype).removeprefix("torch.")
+        precision = "int8" if self._quantized else str(self._dtype).removeprefix("torch.")
         return f"{self._device}, {precision}"
 
     def load(self) -> None:
@@ -230,7 +257,7 @@ class BlipCaptioner:
             model = BlipForConditionalGeneration.from_pretrained(
                 self.source.location,
                 attn_implementation="eager",  # BLIP has no SDPA attention
-                dtype=torch.float32 if quantize else dtype,
+                dtype=dtype,  # float32 when quantising: int8 is made from float32 weights
                 local_files_only=True,
             )
         except OSError as error:
@@ -242,8 +269,13 @@ class BlipCaptioner:
         model = model.to(device).eval()
         if quantize:
             model = quantize_int8(model)
+            # The float32 Linear weights hang in reference cycles: without this, resident memory
+            # stays at 1.46 GB instead of 0.73 GB for BLIP-base.
+            gc.collect()
+        if device == "cpu":
+            release_freed_memory()
         self._processor, self._model = processor, model
-        self._device, self._dtype = device, dtype
+        self._device, self._dtype, self._quantized = device, dtype, quantize
         self._input_size = int(processor.image_processor.size["height"])
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
@@ -259,20 +291,17 @@ class BlipCaptioner:
             raise CaptionerUnavailable(f"caption model {self.source.name} is not loaded", reason="model not loaded")
         with torch.inference_mode():
             inputs = self._processor(images=list(images), return_tensors="pt")
-            pixel_values = inputs["pixel_values"].to(self._device, self._model_dtype())
+            # A dynamically quantised model still takes float32 activations: _dtype is float32.
+            pixel_values = inputs["pixel_values"].to(self._device, self._dtype)
             tokens = self._model.generate(
                 pixel_values=pixel_values,
                 max_new_tokens=self.config.max_new_tokens,
                 min_new_tokens=self.min_new_tokens or None,
                 num_beams=self.config.num_beams,
             )
+        if self._device == "cpu":
+            release_freed_memory()
         return tokens.tolist()
-
-    def _model_dtype(self) -> Any:
-        import torch
-
-        # A dynamically quantised model takes float32 activations.
-        return torch.float32 if self.config.quantize == "int8" and self._device == "cpu" else self._dtype
 
 
 def download(model: str) -> Path:

@@ -83,7 +83,7 @@ class CaptionConfig:
     quantize: str = field(default="none", metadata=_choice("none", "int8"))
     threads: int = field(default=0, metadata=_at_least(0))
     batch_size: int = field(default=8, metadata=_at_least(1))
-    batch_wait_ms: int = field(default=200, metadata=_at_least(0))
+    batch_wait_ms: int = field(default=500, metadata=_at_least(0))
     max_new_tokens: int = field(default=30, metadata=_at_least(1))
     num_beams: int = field(default=1, metadata=_at_least(1))
 
