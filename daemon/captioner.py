@@ -1,7 +1,8 @@
 """Captioners: what turns pixels into a sentence.
 
 The daemon talks to a `Captioner` only. "none" (`caption.model = "none"`) is the captioner
-that makes no captions: images finish `done` with `caption: null`.
+that makes no captions: images finish `done` with `caption: null`. Anything else is a BLIP
+model (daemon/blip.py), by hub id or folder.
 """
 
 from __future__ import annotations
@@ -11,9 +12,19 @@ from typing import Protocol
 
 from PIL import Image
 
+from models.config import Config
+
 
 class CaptionerUnavailable(Exception):
-    """The model cannot be used (not downloaded, wrong path...); the message says how to fix it."""
+    """The model cannot be used (not downloaded, wrong path...).
+
+    `str(error)` is the log line: it names the model and how to fix it (it may name a server
+    folder). `reason` is the short form stored as an image's `caption_error`: no server paths.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class Captioner(Protocol):
@@ -23,11 +34,18 @@ class Captioner(Protocol):
 
     @property
     def device(self) -> str | None:
-        """Where the model runs ("cpu", "cuda:0"); None when there is no model."""
+        """Where the model runs ("cpu", "cuda:0"); None when there is no model, or not loaded yet."""
 
     @property
     def input_size(self) -> int | None:
         """The square edge, in pixels, of the images `caption` takes; None: it needs no pixels."""
+
+    @property
+    def settings(self) -> str:
+        """How it runs ("cpu, bfloat16"), for logs and the daemon's status line."""
+
+    def load(self) -> None:
+        """Make the model ready (slow: seconds); raises CaptionerUnavailable if it cannot be."""
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
         """One caption per image, in order. Raises CaptionerUnavailable if the model is missing."""
@@ -39,6 +57,19 @@ class NoCaptioner:
     model_name = None
     device = None
     input_size = None
+    settings = "off"
+
+    def load(self) -> None:
+        pass
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
         raise CaptionerUnavailable("captioning is switched off (caption.model = \"none\")")
+
+
+def make_captioner(config: Config) -> Captioner:
+    """The captioner `caption.model` names; cheap: nothing is loaded until `load()`."""
+    if config.caption.model == "none":
+        return NoCaptioner()
+    from daemon.blip import BlipCaptioner
+
+    return BlipCaptioner(config.caption, config.base_dir)

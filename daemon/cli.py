@@ -141,6 +141,66 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_recaption(config: Config, args: argparse.Namespace) -> int:
+    if config.caption.model == "none":
+        print('htx recaption: caption.model is "none": set it to a hub id or a model folder first', file=sys.stderr)
+        return EXIT_USAGE
+    from daemon.captioner import CaptionerUnavailable, make_captioner
+    from daemon.recaption import recaption
+    from daemon.writer import DatabaseWriter
+    from models.db import make_engine, sqlite_path
+
+    database = sqlite_path(config.database_url)
+    if database is not None and not database.is_file():
+        print(f"htx recaption: no database at {database} yet: nothing to caption", file=sys.stderr)
+        return EXIT_FAILURE
+    captioner = make_captioner(config)
+    try:
+        captioner.load()
+    except CaptionerUnavailable as error:
+        log.error("%s", error)
+        return EXIT_FAILURE
+    engine = make_engine(config.database_url)
+    writer = DatabaseWriter(engine)
+    writer.start()
+    try:
+        result = recaption(config, captioner, writer, missing=args.missing, ids=args.ids)
+    finally:
+        writer.stop()
+        engine.dispose()
+    for image_id in result.not_found:
+        print(f"htx recaption: image {image_id} is not a done image", file=sys.stderr)
+    failed = f"; {len(result.failed)} could not be captioned" if result.failed else ""
+    print(f"recaptioned {result.captioned} image(s) with {captioner.model_name} ({captioner.settings}){failed}")
+    return EXIT_FAILURE if result.failed or result.not_found else EXIT_OK
+
+
+def cmd_model_download(config: Config, args: argparse.Namespace) -> int:
+    from daemon.blip import download, model_source
+
+    name = args.name or config.caption.model
+    if name == "none":
+        print('htx model download: caption.model is "none"; name a model, e.g. Salesforce/blip-image-captioning-base', file=sys.stderr)
+        return EXIT_USAGE
+    if model_source(name, config.base_dir).is_folder:
+        print(f"htx model download: {name} is a folder, not a hub id: nothing to download", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        folder = download(name)
+    except Exception as error:  # network, unknown repo, offline mode: one line, not a traceback
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+        log.error(
+            "could not download %s: %s. This needs access to the Hugging Face hub; without it, copy the "
+            "cache folder (~/.cache/huggingface/hub) from a machine that has the model, or set "
+            "caption.model to a folder holding a saved BLIP model",
+            name,
+            first_line,
+        )
+        return EXIT_FAILURE
+    print(f"{name} is in the local cache ({folder}); the daemon loads it at its next start")
+    return EXIT_OK
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -192,6 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate the configuration and print the effective settings")
     check.set_defaults(handler=cmd_check_config)
+
+    recaption = commands.add_parser(
+        "recaption", help="caption done images again: all, only --missing ones, or the given ids"
+    )
+    recaption.add_argument("--missing", action="store_true", help="only images without a caption")
+    recaption.add_argument("ids", nargs="*", type=int, metavar="ID", help="image ids (default: every done image)")
+    recaption.set_defaults(handler=cmd_recaption)
+
+    model = commands.add_parser("model", help="the caption model")
+    model_actions = model.add_subparsers(dest="action", metavar="ACTION", required=True)
+    download = model_actions.add_parser(
+        "download", help="fetch a hub model into the local Hugging Face cache (needs network access)"
+    )
+    download.add_argument("name", nargs="?", metavar="NAME", help="hub id (default: caption.model)")
+    download.set_defaults(handler=cmd_model_download)
     return parser
 
 

@@ -37,6 +37,14 @@ def check_file_size(size_bytes: int, max_file_bytes: int) -> None:
         )
 
 
+def decode_box(config: Config, caption_size: int | None) -> int:
+    """The smallest edge a decode must keep for the thumbnails and the caption model.
+
+    `htx recaption` decodes with the same box, so a caption made again matches the first one.
+    """
+    return max(config.thumbnails.medium, caption_size or 0)
+
+
 def prepare(
     source: Path, *, sha256: str, size_bytes: int, config: Config, caption_size: int | None
 ) -> PreparedImage:
@@ -46,9 +54,8 @@ def prepare(
     """
     check_file_size(size_bytes, config.pipeline.max_file_bytes)
     started = time.perf_counter()
-    box = max(config.thumbnails.medium, caption_size or 0)
     try:
-        decoded = decode(source, max_pixels=config.pipeline.max_pixels, box=box)
+        decoded = decode(source, max_pixels=config.pipeline.max_pixels, box=decode_box(config, caption_size))
     except FileNotFoundError:
         raise MissingFile() from None
     with decoded:

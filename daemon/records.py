@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -110,6 +111,28 @@ def mark_for_reprocessing(connection: Connection, image_ids: list[int], *, faile
     return connection.execute(query.values(status="pending", inbox_path=None)).rowcount
 
 
+@dataclass(frozen=True)
+class StoredImage:
+    """A done image whose original is in the store, for `htx recaption`."""
+
+    id: int
+    filename: str
+    stored_path: str
+    size_bytes: int
+
+
+def images_to_recaption(connection: Connection, *, missing: bool, ids: Sequence[int] = ()) -> list[StoredImage]:
+    """Done images, or only those without a caption (`missing`), or only `ids`; oldest first."""
+    query = select(images.c.id, images.c.filename, images.c.stored_path, images.c.size_bytes).where(
+        images.c.status == "done", images.c.stored_path.is_not(None)
+    )
+    if missing:
+        query = query.where(images.c.caption.is_(None))
+    if ids:
+        query = query.where(images.c.id.in_(list(ids)))
+    return [StoredImage(*row) for row in connection.execute(query.order_by(images.c.id)).all()]
+
+
 def prepared_values(prepared: PreparedImage) -> dict[str, Any]:
     """Columns filled by the metadata and thumbnail stages."""
     metadata = prepared.metadata
@@ -135,6 +158,26 @@ def prepared_values(prepared: PreparedImage) -> dict[str, Any]:
         values[f"{prefix}_width"] = thumbnail.width
         values[f"{prefix}_height"] = thumbnail.height
     return values
+
+
+def caption_values(
+    caption: str | None,
+    *,
+    error: str | None = None,
+    caption_ms: float | None = None,
+    model: str | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Columns of the caption stage. Model and device name what made a caption, so they are
+    stored only with one; `caption_error` says why there is none (None: no model configured)."""
+    made = caption is not None
+    return {
+        "caption": caption,
+        "caption_model": model if made else None,
+        "caption_device": device if made else None,
+        "caption_error": error,
+        "caption_ms": caption_ms,
+    }
 
 
 def write_heartbeat(

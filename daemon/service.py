@@ -4,7 +4,10 @@ Threads, each with one job:
 - the watcher's tracker and watchdog's observer find complete files and `offer` them;
 - the registrar hashes each file and creates (or finds) its row, so a new file has an id
   within milliseconds, however long the queue of work is;
-- `pipeline.workers` workers run the stages and record the outcome;
+- `pipeline.workers` workers run the stages and record the outcome, or, when a caption model
+  is configured, record metadata and thumbnails and hand the image to the caption worker;
+- the caption worker loads the model in the background, captions images in batches, and
+  records each image's final outcome;
 - the database writer applies every write, one transaction at a time.
 
 Crash safety: a row is committed before its file moves; on start, rows left `processing`
@@ -23,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon import records
-from daemon.captioner import Captioner, NoCaptioner
+from daemon.caption_worker import CaptionOutcome, CaptionWorker
+from daemon.captioner import Captioner, make_captioner
 from daemon.decode import configure_pillow
 from daemon.errors import MissingFile, PipelineError, SourceChanged
 from daemon.files import FileDigest, file_identity, free_name, hash_file, move_file
 from daemon.notify import SystemdNotifier
-from daemon.pipeline import PreparedImage, prepare
+from daemon.pipeline import prepare
 from daemon.watcher import InboxWatcher
 from daemon.writer import DatabaseWriter
 from models import migrate
@@ -65,14 +69,33 @@ class Job:
     identity: tuple[int, int, int]  # of the source when hashed: inode, size, mtime
 
 
+@dataclass(frozen=True)
+class CaptionTask:
+    """A job waiting for its caption: metadata and thumbnails are already committed."""
+
+    job: Job
+    image_format: str
+    started: float  # perf_counter at claim, for processing_ms
+
+
 class Daemon:
     def __init__(self, config: Config, captioner: Captioner | None = None, *, observe: bool = True) -> None:
         self.config = config
-        self.captioner: Captioner = captioner or NoCaptioner()
+        self.captioner: Captioner = captioner if captioner is not None else make_captioner(config)
         self.engine = make_engine(config.database_url)
         self.writer = DatabaseWriter(self.engine)
         self.watcher = InboxWatcher(config.inbox_dir, config.watch, self.offer, observe=observe)
         self._worker_count = config.pipeline.workers or os.cpu_count() or 1
+        self._captions: CaptionWorker | None = None
+        if self.captioner.input_size is not None:
+            self._captions = CaptionWorker(
+                self.captioner,
+                batch_size=config.caption.batch_size,
+                batch_wait_ms=config.caption.batch_wait_ms,
+                finish=self._caption_done,
+                hand_back=self._caption_handed_back,
+                on_status=lambda _status: self.heartbeat(),
+            )
         self._registrations: queue.Queue[Path] = queue.Queue()
         self._jobs: queue.Queue[Job] = queue.Queue()
         self._stopping = threading.Event()
@@ -105,6 +128,8 @@ class Daemon:
         if interrupted:
             log.info("%d image(s) interrupted by a stop or crash are queued again", interrupted)
         self.heartbeat()
+        if self._captions is not None:
+            self._captions.start()  # loads the model in the background; images queue meanwhile
         self._spawn("htx-registrar", self._registrar_loop)
         for number in range(self._worker_count):
             self._spawn(f"htx-worker-{number}", self._worker_loop)
@@ -123,6 +148,9 @@ class Daemon:
         """Stop taking work, let each thread finish the image in hand, then close the database."""
         self.watcher.stop()
         self._stopping.set()
+        if self._captions is not None:
+            # Finishes the batch in hand; images still waiting go back to pending.
+            self._captions.stop()
         for thread in self._threads:
             thread.join()
         self._threads.clear()
@@ -179,10 +207,12 @@ class Daemon:
         if job is None:
             self._release(arrival)
             return None
+        queued = False
         try:
-            self._process(job)
+            queued = self._process(job)  # with a caption model, the caption worker finishes it
         finally:
-            self._release(arrival, job.image_id)
+            if not queued:
+                self._release(arrival, job.image_id)
         return job.image_id
 
     def heartbeat(self) -> None:
@@ -192,8 +222,13 @@ class Daemon:
             started_at=self._started_at,
             caption_model=self.captioner.model_name,
             caption_device=self.captioner.device,
-            caption_status=None,
+            caption_status=self.caption_status,
         )
+
+    @property
+    def caption_status(self) -> str | None:
+        """"loading", "ready (cpu, bfloat16)", "unavailable: <reason>"; None without a model."""
+        return self._captions.status if self._captions is not None else None
 
     def _spawn(self, name: str, target: object) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -360,22 +395,28 @@ class Daemon:
                 job = self._jobs.get(timeout=0.2)
             except queue.Empty:
                 continue
+            queued = False
             try:
-                self._process(job)
+                queued = self._process(job)
             except Exception:
                 # A bug, not a bad file (those are PipelineErrors): record it and keep going.
                 log.exception("image %d %s: unexpected error", job.image_id, job.filename)
                 self._fail_safely(job, PipelineError("internal error while processing this image"), time.perf_counter())
             finally:
-                self._release(job.arrival, job.image_id)
-                if job.arrival is not None and job.source.exists():
-                    # Still in the inbox: rewritten while processed, or not movable. Its events
-                    # were ignored while this job held it, so look at it again.
-                    self.offer(job.source)
+                if not queued:
+                    self._release_job(job)
 
-    def _process(self, job: Job) -> None:
+    def _release_job(self, job: Job) -> None:
+        self._release(job.arrival, job.image_id)
+        if job.arrival is not None and job.source.exists():
+            # Still in the inbox: rewritten while processed, or not movable. Its events were
+            # ignored while this job held it, so look at it again.
+            self.offer(job.source)
+
+    def _process(self, job: Job) -> bool:
+        """Run the stages; True if the image now waits for its caption (finished later)."""
         if not self.writer.call(records.claim, job.image_id):
-            return
+            return False
         started = time.perf_counter()
         try:
             prepared = prepare(
@@ -387,8 +428,43 @@ class Daemon:
             )
         except PipelineError as error:
             self._fail(job, error, started)
-            return
-        self._finish(job, prepared, started, caption={"caption": None, "caption_model": None, "caption_device": None})
+            return False
+        values = records.prepared_values(prepared)
+        if self._captions is None or prepared.caption_input is None:
+            self._finish(job, prepared.metadata.format, started, values | records.caption_values(None))
+            return False
+        # Metadata and thumbnails are visible now; the caption follows when the model gets to it.
+        self.writer.call(records.update_image, job.image_id, values)
+        if self._captions.submit(prepared.caption_input, CaptionTask(job, prepared.metadata.format, started)):
+            return True
+        self.writer.call(records.update_image, job.image_id, {"status": "pending"})  # stopping
+        return False
+
+    def _caption_done(self, task: CaptionTask, outcome: CaptionOutcome) -> None:
+        """The caption worker's result for one image: commit it as done, move the original."""
+        values = records.caption_values(
+            outcome.caption,
+            error=outcome.error,
+            caption_ms=outcome.caption_ms,
+            model=self.captioner.model_name,
+            device=self.captioner.device,
+        )
+        try:
+            self._finish(task.job, task.image_format, task.started, values)
+        except Exception:
+            log.exception("image %d %s: unexpected error", task.job.image_id, task.job.filename)
+            self._fail_safely(task.job, PipelineError("internal error while processing this image"), task.started)
+        finally:
+            self._release_job(task.job)
+
+    def _caption_handed_back(self, task: CaptionTask) -> None:
+        """Stopping before its caption: back to pending, processed again at the next start."""
+        try:
+            self.writer.call(records.update_image, task.job.image_id, {"status": "pending"})
+        except Exception:
+            log.exception("image %d %s: could not put it back in the queue", task.job.image_id, task.job.filename)
+        finally:
+            self._release_job(task.job)
 
     def _elapsed_ms(self, job: Job, started: float) -> float:
         return job.hash_ms + (time.perf_counter() - started) * 1000
@@ -402,15 +478,15 @@ class Daemon:
         except OSError:
             return True
 
-    def _finish(self, job: Job, prepared: PreparedImage, started: float, *, caption: dict) -> None:
-        """Commit a done image, then move its original into the content-addressed store."""
+    def _finish(self, job: Job, image_format: str, started: float, values: dict) -> None:
+        """Commit a done image with `values`, then move its original into the content-addressed store."""
         if self._source_changed(job):
             self._fail(job, SourceChanged(), started)
             return
-        extension = _EXTENSIONS[prepared.metadata.format]
+        extension = _EXTENSIONS[image_format]
         stored_path = f"originals/{job.sha256[:2]}/{job.sha256}.{extension}"
         processing_ms = self._elapsed_ms(job, started)
-        values = records.prepared_values(prepared) | caption | {
+        values = values | {
             "status": "done",
             "error": None,
             "error_kind": None,
@@ -428,6 +504,8 @@ class Daemon:
     def _fail(self, job: Job, error: PipelineError, started: float) -> None:
         """Commit a failed image, then move its file to failed/ beside a note of the reason."""
         processing_ms = self._elapsed_ms(job, started)
+        if not isinstance(error, MissingFile) and self._source_changed(job):
+            error = SourceChanged()
         values = {
             "status": "failed",
             "error": error.message,
@@ -436,8 +514,6 @@ class Daemon:
             "inbox_path": None,
             "processing_ms": processing_ms,
         }
-        if not isinstance(error, MissingFile) and self._source_changed(job):
-            error = SourceChanged()
         with self._failed_names:
             if isinstance(error, MissingFile):
                 destination = None

@@ -77,13 +77,13 @@ class ThumbnailsConfig:
 
 @dataclass(frozen=True)
 class CaptionConfig:
-    model: str = "none"
+    model: str = "Salesforce/blip-image-captioning-base"
     device: str = "auto"
     dtype: str = field(default="auto", metadata=_choice("auto", "float32", "bfloat16", "float16"))
     quantize: str = field(default="none", metadata=_choice("none", "int8"))
     threads: int = field(default=0, metadata=_at_least(0))
-    batch_size: int = field(default=4, metadata=_at_least(1))
-    batch_wait_ms: int = field(default=200, metadata=_at_least(0))
+    batch_size: int = field(default=8, metadata=_at_least(1))
+    batch_wait_ms: int = field(default=500, metadata=_at_least(0))
     max_new_tokens: int = field(default=30, metadata=_at_least(1))
     num_beams: int = field(default=1, metadata=_at_least(1))
 
@@ -218,6 +218,10 @@ def _check_relations(config: Config) -> None:
         raise ConfigError(f"caption.device: must be auto, cpu, cuda or cuda:N, got {device!r}")
     if not config.caption.model.strip():
         raise ConfigError('caption.model: must be a hub id, a folder, or "none"')
+    if config.caption.quantize == "int8" and config.caption.dtype not in ("auto", "float32"):
+        raise ConfigError(
+            f"caption.quantize: int8 quantises float32 weights; set caption.dtype to auto or float32, not {config.caption.dtype!r}"
+        )
 
 
 def parse(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:

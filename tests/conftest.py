@@ -35,6 +35,14 @@ def config(make_config: Callable[..., Config]) -> Config:
     return make_config()
 
 
+@pytest.fixture(scope="session")
+def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a tiny random-weight BLIP (processor and model), built once per run."""
+    from tests.daemon.blip_fixtures import build_tiny_blip
+
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
+
+
 @pytest.fixture
 def start_daemon() -> Iterator[Callable[..., Daemon]]:
     """Start an in-process daemon (real observer, real SQLite file); stopped after the test."""

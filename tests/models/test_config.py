@@ -1,3 +1,5 @@
+"""Configuration: loading, validation messages, the shipped config.toml."""
+
 from __future__ import annotations
 
 import tomllib
@@ -94,3 +96,13 @@ def test_without_any_file_the_defaults_apply_relative_to_the_working_folder(tmp_
 def test_config_is_immutable(config: Config) -> None:
     with pytest.raises(AttributeError):
         config.watch.mode = "polling"  # type: ignore[misc]
+
+
+def test_captions_come_from_blip_base_by_default() -> None:
+    assert Config().caption.model == "Salesforce/blip-image-captioning-base"
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_int8_needs_float32_weights(dtype: str) -> None:
+    with pytest.raises(ConfigError, match="caption.quantize"):
+        config_module.parse({"caption": {"quantize": "int8", "dtype": dtype}}, base_dir=REPO_CONFIG.parent)

