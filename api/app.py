@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from api.context import ApiContext, Reader
 from api.docs import openapi_schema
 from api.errors import EXCEPTION_HANDLERS
+from api.gallery import gallery_routes, load_assets
 from api.routes import ROUTES
 from api.uploads import remove_stale_parts
 from models.config import Config
@@ -52,6 +53,7 @@ def create_app(config: Config) -> Starlette:
             context.reader = None
             engine.dispose()
 
-    app = Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    routes = [*ROUTES, *gallery_routes(load_assets())]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.api = context
     return app

@@ -33,6 +33,7 @@ log = logging.getLogger("htx.api")
 JSON = "application/json"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+MAX_SEARCH_CHARS = 200
 STALE_HEARTBEAT_S = 30.0
 STATS_MAX_AGE_S = 1.0
 THUMBNAIL_CACHE_CONTROL = "public, max-age=31536000, immutable"
@@ -77,6 +78,16 @@ def _status(request: Request) -> str | None:
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}.")
     return status
+
+
+def _search(request: Request) -> str | None:
+    """The search words; None for no search (no `q`, or only spaces)."""
+    text = request.query_params.get("q")
+    if text is None or not text.strip():
+        return None
+    if len(text) > MAX_SEARCH_CHARS:
+        raise BadRequest(f"q must be at most {MAX_SEARCH_CHARS} characters.")
+    return text
 
 
 def _sha256(request: Request) -> str | None:
@@ -135,7 +146,7 @@ async def ping(request: Request) -> Response:
 
 
 async def list_images(request: Request) -> Response:
-    """Newest first, keyset paginated.
+    """Newest first, keyset paginated; filtered by status, digest, or words.
     ---
     summary: List images, newest first
     tags: [images]
@@ -144,9 +155,17 @@ async def list_images(request: Request) -> Response:
       - {name: cursor, in: query, description: next_cursor of the previous page, schema: {type: string}}
       - {name: status, in: query, schema: {type: string, enum: [pending, processing, done, failed]}}
       - {name: sha256, in: query, description: the image with these bytes, schema: {type: string}}
+      - name: q
+        in: query
+        description: >-
+          words to find in file names and captions: each word, as the start of a word, must
+          appear (case and accents ignored); at most 200 characters
+        schema: {type: string, maxLength: 200}
     responses:
       200:
-        description: '{"items": [{"id", "filename", "status", "received_at", "links"}], "next_cursor", "limit"}'
+        description: >-
+          {"items": [{"id", "filename", "status", "received_at", "error", "caption",
+          "caption_error", "thumbnails": {"small", "medium"}, "links"}], "next_cursor", "limit"}
       400:
         description: a parameter is not valid
       503:
@@ -160,6 +179,7 @@ async def list_images(request: Request) -> Response:
         before_id=decode_cursor(cursor) if cursor else None,
         status=_status(request),
         sha256=_sha256(request),
+        search=_search(request),
     )
     base = base_url(request)
     return JsonResponse(

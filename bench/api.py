@@ -1,6 +1,6 @@
 """Benchmark of the read API and uploads (not a test).
 
-    .venv/bin/python bench/api.py                # 10,000 rows, then 100,000 for stats and list
+    .venv/bin/python bench/api.py                # 10,000 rows, then 100,000 for stats, list, search
     .venv/bin/python bench/api.py --quick        # shorter runs, for a smoke check
 
 Builds databases of synthetic rows (realistic EXIF, real thumbnail files) in a temporary data
@@ -61,6 +61,22 @@ EXIF = json.loads(
     '"Interop": {"InteropIndex": "R98", "Tag2": "0100", "RelatedImageLength": 1704, "RelatedImageWidth": 2272}}'
 )
 THUMBNAIL_FILES = 64
+# Captions of the synthetic rows, varied as real ones are: each noun is in about 1 in 12.
+_ADJECTIVES = ("red", "small", "old", "white", "black", "young", "large", "blue")
+_NOUNS = ("dog", "cat", "car", "boat", "house", "tree", "bird", "man", "woman", "child", "flower", "bicycle")
+_PLACES = ("on a beach", "in a garden", "on a street", "in a field", "near a lake", "in a kitchen")
+# GET /api/images?q=..., computed afresh in process (time_search) and served under load.
+SEARCHES = {
+    "word (1 in 12 rows)": {"search": "dog"},
+    "two words": {"search": "dog beach"},
+    "prefix of a name": {"search": "img_05"},
+    "one letter (every row)": {"search": "a"},
+    "folder (every row)": {"search": "trip"},
+    "word + status=failed (none)": {"search": "dog", "status": "failed"},
+    "folder + status=failed": {"search": "trip", "status": "failed"},
+    "word, page 100 (cursor)": {"search": "dog", "before_id": 5000},
+    "no match": {"search": "zebra"},
+}
 
 
 def free_port() -> int:
@@ -136,7 +152,8 @@ def seed(data_dir: Path, rows: int) -> list[int]:
                     "thumb_small_path": small, "thumb_small_width": 150, "thumb_small_height": 113,
                     "thumb_medium_path": medium, "thumb_medium_width": 300, "thumb_medium_height": 225,
                     "metadata_ms": rng.uniform(5, 40), "thumbnails_ms": rng.uniform(20, 90),
-                    "caption": "a flower in a garden", "caption_model": "Salesforce/blip-image-captioning-base",
+                    "caption": f"a {rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)} {rng.choice(_PLACES)}",
+                    "caption_model": "Salesforce/blip-image-captioning-base",
                     "caption_device": "cpu", "caption_ms": rng.uniform(200, 900),
                 }
             elif status == "failed":
@@ -166,6 +183,28 @@ def time_stats(data_dir: Path, runs: int = 60) -> dict[str, float]:
     engine.dispose()
     timings.sort()
     return {"p50_ms": statistics.median(timings), "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))]}
+
+
+def time_search(data_dir: Path, runs: int = 30) -> dict[str, dict[str, float]]:
+    """The query behind GET /api/images?q= (first page of 50), in this process, per kind of search."""
+    engine = make_engine(f"sqlite:///{data_dir / 'htx.db'}", readonly=True)
+    results = {}
+    with engine.connect() as connection:
+        for name, arguments in SEARCHES.items():
+            timings = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                page = queries.list_images(connection, limit=50, **arguments)
+                connection.rollback()
+                timings.append((time.perf_counter() - started) * 1000)
+            timings.sort()
+            results[name] = {
+                "items": len(page.items),
+                "p50_ms": statistics.median(timings),
+                "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
+            }
+    engine.dispose()
+    return results
 
 
 class Server:
@@ -356,7 +395,7 @@ def bench_database(rows: int, routes_for: Any, args: argparse.Namespace, work: P
     result_stats = time_stats(folder / "data")
     base = f"http://127.0.0.1:{port}"
     api = Server(config, "api", folder / "api.log")
-    result: dict[str, Any] = {"rows": rows, "stats_sql": result_stats}
+    result: dict[str, Any] = {"rows": rows, "stats_sql": result_stats, "search_sql": time_search(folder / "data")}
     try:
         wait_healthy(base)
         result["routes"] = measure_routes(base, routes_for(rows, done_ids), args.seconds, args.connections, args.repeats, folder)
@@ -382,11 +421,16 @@ def detail_routes(rows: int, done_ids: list[int]) -> dict[str, list[str]]:
         "list_50": ["/api/images?limit=50"],
         "stats": ["/api/stats"],
         "thumbnail": [f"/api/images/{image_id}/thumbnails/small" for image_id in done_sample],
+        "search_50": SEARCH_PATHS,
     }
 
 
+# One word of a caption, a caption and a place, a name prefix: a page of 50 each.
+SEARCH_PATHS = [f"/api/images?limit=50&q={q}" for q in ("dog", "cat+garden", "img_05", "red", "bicycle+lake")]
+
+
 def big_routes(rows: int, done_ids: list[int]) -> dict[str, list[str]]:
-    return {"stats": ["/api/stats"], "list_50": ["/api/images?limit=50"]}
+    return {"stats": ["/api/stats"], "list_50": ["/api/images?limit=50"], "search_50": SEARCH_PATHS}
 
 
 def report(results: list[dict[str, Any]], generator: str) -> None:
@@ -402,6 +446,12 @@ def report(results: list[dict[str, Any]], generator: str) -> None:
             )
         sql = result["stats_sql"]
         print(f"{result['rows']:>8,} stats SQL computed afresh (in process): p50 {sql['p50_ms']:.2f} ms, p99 {sql['p99_ms']:.2f} ms")
+        print(f"{result['rows']:>8,} search SQL, first page of 50 (in process):")
+        for name, figures in result["search_sql"].items():
+            print(
+                f"{'':>10}{name:<30} {figures['items']:>3} items  p50 {figures['p50_ms']:7.2f} ms  "
+                f"p99 {figures['p99_ms']:7.2f} ms"
+            )
         if "upload_3mb" in result:
             up = result["upload_3mb"]
             print(

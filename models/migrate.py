@@ -19,12 +19,13 @@ def _alembic_config() -> AlembicConfig:
     return config
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the database up to the newest revision (creating it if empty)."""
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database up to the newest revision (creating it if empty), or to `revision`
+    (tests of a migration over an older schema)."""
     config = _alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
 
 def head_revision() -> str | None:

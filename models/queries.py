@@ -14,9 +14,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Dialect, RowMapping, Select, Text, bindparam, func, select, type_coerce
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Integer,
+    RowMapping,
+    Select,
+    Text,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+    type_coerce,
+)
 
-from models.tables import STATUSES, DaemonState, Image, ImageTotals
+from models.tables import SEARCH_TABLE, STATUSES, DaemonState, Image, ImageTotals
 
 images = Image.__table__
 daemon_state = DaemonState.__table__
@@ -31,7 +45,24 @@ _RECORD_COLUMNS = [
     for column in images.c
     if column.name not in ("inbox_path", "stored_path")
 ]
-_SUMMARY_COLUMNS = [images.c.id, images.c.filename, images.c.status, images.c.received_at, images.c.sha256]
+# What a list item shows (a gallery tile: name, status, caption or why there is none, and
+# whether there is a thumbnail), plus the digest uploads look duplicates up by.
+_SUMMARY_COLUMNS = [
+    images.c.id,
+    images.c.filename,
+    images.c.status,
+    images.c.received_at,
+    images.c.sha256,
+    images.c.error,
+    images.c.caption,
+    images.c.caption_error,
+    images.c.thumb_small_path,
+    images.c.thumb_medium_path,
+]
+# The FTS5 index of migration 0003, for the statements only: it is not in the metadata.
+_search = table(SEARCH_TABLE, column("rowid", Integer))
+_MATCHES = literal_column(SEARCH_TABLE).op("MATCH")(bindparam("match"))
+MAX_SEARCH_TERMS = 16
 
 # Built once: SQLAlchemy caches the compiled form of a statement object, and the detail route
 # is the hot path.
@@ -140,13 +171,44 @@ class Page:
     next_before_id: int | None  # keyset cursor: the next page has ids below this one
 
 
+def search_expression(text: str) -> str | None:
+    """A user's search words as an FTS5 query: every word, as a prefix, in the file name or
+    the caption. None: nothing to search for.
+
+    Each whitespace-separated word becomes a quoted string (its quotes doubled), so nothing a
+    user types is FTS5 syntax: `AND`, `-`, `*`, `"`, `:` or `{` are searched as text, never
+    parsed. A quoted string is a phrase of the word's tokens ("img_0042" finds IMG_0042.jpg),
+    and `*` makes its last token a prefix, so results come while a word is still typed.
+    Words with no letter or digit hold no token and are left out; so are words past the
+    first MAX_SEARCH_TERMS.
+    """
+    # FTS5 reads its query as a C string: a NUL would end it inside a quoted word.
+    words = [word for word in text.replace("\0", " ").split() if any(character.isalnum() for character in word)]
+    if not words:
+        return None
+    phrases = " ".join('"' + word.replace('"', '""') + '"*' for word in words[:MAX_SEARCH_TERMS])
+    return "{filename caption} : (" + phrases + ")"
+
+
 @lru_cache(maxsize=None)
-def _list_statement(before: bool, status: bool, sha256: bool) -> Select:
-    """One statement per combination of filters (eight at most), so each is compiled once."""
-    query = select(*_SUMMARY_COLUMNS).order_by(images.c.id.desc()).limit(bindparam("limit"))
-    if before:
-        query = query.where(images.c.id < bindparam("before_id"))
-    if status:
+def _list_statement(before: bool, status: bool, sha256: bool, search: bool) -> Select:
+    """One statement per combination of filters (sixteen at most), so each is compiled once."""
+    query = select(*_SUMMARY_COLUMNS).limit(bindparam("limit"))
+    if search:
+        # The index drives: FTS5 yields its matches in descending rowid order and takes the
+        # cursor as a rowid bound, so a page stops after `limit` rows however many match.
+        query = (
+            query.select_from(_search.join(images, images.c.id == _search.c.rowid))
+            .where(_MATCHES)
+            .order_by(_search.c.rowid.desc())
+        )
+        if before:
+            query = query.where(_search.c.rowid < bindparam("before_id"))
+    else:
+        query = query.order_by(images.c.id.desc())
+        if before:
+            query = query.where(images.c.id < bindparam("before_id"))
+    if status and not search:  # with a search, the index filters by status (list_images)
         query = query.where(images.c.status == bindparam("status"))
     if sha256:
         query = query.where(images.c.sha256 == bindparam("sha256"))
@@ -160,14 +222,26 @@ def list_images(
     before_id: int | None = None,
     status: str | None = None,
     sha256: str | None = None,
+    search: str | None = None,
 ) -> Page:
     """Newest first (by id, which grows with registration), `limit` per page, keyset paginated.
 
     With a status the (status, id) index serves both the filter and the order, so a page costs
-    the same on the last page as on the first.
+    the same on the last page as on the first. `search` is what a user typed, matched by
+    search_expression against file names and captions (no searchable word: an empty page);
+    the index has the status too, and filters by it in the same pass (migration 0003 says why).
     """
-    statement = _list_statement(before_id is not None, status is not None, sha256 is not None)
-    parameters = {"limit": limit + 1, "before_id": before_id, "status": status, "sha256": sha256}
+    match = None
+    if search is not None:
+        match = search_expression(search)
+        if match is None:
+            return Page([], None)
+        if status is not None:
+            if status not in STATUSES:  # a plain word, so it needs no quoting
+                raise ValueError(f"unknown status {status!r}")
+            match = f'{match} AND status : "{status}"'
+    statement = _list_statement(before_id is not None, status is not None, sha256 is not None, search is not None)
+    parameters = {"limit": limit + 1, "before_id": before_id, "status": status, "sha256": sha256, "match": match}
     rows = _fetch_all(connection, statement, parameters)
     if len(rows) > limit:
         return Page(rows[:limit], rows[limit - 1]["id"])

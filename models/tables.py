@@ -6,6 +6,7 @@ that the migrations and these classes agree.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import JSON, DateTime, Float, Index, Integer, MetaData, String, Text
@@ -21,6 +22,17 @@ NAMING_CONVENTION = {
 
 STATUSES = ("pending", "processing", "done", "failed")
 ERROR_KINDS = ("unsupported", "corrupt", "too_large", "missing", "internal")
+# The full-text index of file names and captions (migration 0003). An FTS5 virtual table,
+# which SQLAlchemy cannot declare: it and the shadow tables SQLite keeps for it live outside
+# these classes, and is_schema_object hides them from schema comparisons.
+SEARCH_TABLE = "images_search"
+
+
+def is_schema_object(name: str | None, type_: str, parent_names: Mapping[str, str | None]) -> bool:
+    """Alembic's include_name hook: whether a database object is one these classes describe."""
+    if type_ == "table" and name is not None:
+        return name != SEARCH_TABLE and not name.startswith(f"{SEARCH_TABLE}_")
+    return True
 
 
 class Base(DeclarativeBase):

@@ -24,6 +24,9 @@ RECORD_KEYS = {
 }
 
 
+SUMMARY_KEYS = {"id", "filename", "status", "received_at", "error", "caption", "caption_error", "thumbnails", "links"}
+
+
 # -- list ---------------------------------------------------------------------------------------
 
 
@@ -34,7 +37,7 @@ def test_list_is_newest_first_in_keyset_pages(library: Library, library_client) 
         page = library_client.get("/api/images", params=params).json()
         assert len(page["items"]) <= 2 and page["limit"] == 2
         for item in page["items"]:
-            assert set(item) == {"id", "filename", "status", "received_at", "links"}
+            assert set(item) == SUMMARY_KEYS
             assert item["links"]["self"] == f"http://testserver/api/images/{item['id']}"
         seen += [item["id"] for item in page["items"]]
         cursor = page["next_cursor"]
@@ -43,6 +46,22 @@ def test_list_is_newest_first_in_keyset_pages(library: Library, library_client) 
     every_id = sorted([*library.ids.values()], reverse=True)
     assert seen == every_id  # each once, newest first
     assert library_client.get("/api/images").json()["next_cursor"] is None  # default 50 fits all
+
+
+def test_list_items_carry_what_a_gallery_tile_shows(library: Library, library_client) -> None:
+    items = {item["filename"]: item for item in library_client.get("/api/images").json()["items"]}
+    done = items["flower.jpg"]
+    # caption.model is "none": done, with neither a caption nor a caption error.
+    assert (done["status"], done["error"], done["caption"], done["caption_error"]) == ("done", None, None, None)
+    assert done["thumbnails"] == {
+        "small": f"http://testserver/api/images/{done['id']}/thumbnails/small",
+        "medium": f"http://testserver/api/images/{done['id']}/thumbnails/medium",
+    }
+    failed = items["broken.png"]
+    assert failed["error"].startswith("corrupt image") and failed["thumbnails"] == {"small": None, "medium": None}
+    assert items["waiting.jpg"]["thumbnails"] == {"small": None, "medium": None}
+    detail = library_client.get(f"/api/images/{failed['id']}").json()
+    assert {key: detail[key] for key in SUMMARY_KEYS} == failed
 
 
 def test_list_filters_by_status_and_sha256(library: Library, library_client) -> None:
