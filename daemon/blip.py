@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL import Image
 
-from daemon.captioner import CaptionerUnavailable
+from daemon.captioner import CaptionCancelled, CaptionerUnavailable
 from models.config import CaptionConfig
 
 log = logging.getLogger("htx.caption")
@@ -278,17 +278,24 @@ class BlipCaptioner:
         self._device, self._dtype, self._quantized = device, dtype, quantize
         self._input_size = int(processor.image_processor.size["height"])
 
-    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+    def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
         """One caption per image, in order, from one `generate` call."""
-        tokens = self.generate(images)
+        tokens = self.generate(images, cancel=cancel)
         return [text.strip() for text in self._processor.batch_decode(tokens, skip_special_tokens=True)]
 
-    def generate(self, images: Sequence[Image.Image]) -> list[list[int]]:
-        """The generated token ids, one list per image (captions before decoding)."""
+    def generate(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[list[int]]:
+        """The generated token ids, one list per image (captions before decoding).
+
+        A set `cancel` ends generation at the next token (a batch on CPU takes seconds, longer
+        than a service may take to stop) and raises CaptionCancelled.
+        """
         import torch
 
         if self._model is None:
             raise CaptionerUnavailable(f"caption model {self.source.name} is not loaded", reason="model not loaded")
+        cancel = cancel or threading.Event()
+        if cancel.is_set():
+            raise CaptionCancelled()
         with torch.inference_mode():
             inputs = self._processor(images=list(images), return_tensors="pt")
             # A dynamically quantised model still takes float32 activations: _dtype is float32.
@@ -298,10 +305,25 @@ class BlipCaptioner:
                 max_new_tokens=self.config.max_new_tokens,
                 min_new_tokens=self.min_new_tokens or None,
                 num_beams=self.config.num_beams,
+                stopping_criteria=stop_when_set(cancel),
             )
         if self._device == "cpu":
             release_freed_memory()
+        if cancel.is_set():
+            raise CaptionCancelled()
         return tokens.tolist()
+
+
+def stop_when_set(cancel: threading.Event) -> Any:
+    """A stopping criterion for `generate`: every sequence ends once `cancel` is set."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopWhenSet(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopWhenSet()])
 
 
 def download(model: str) -> Path:

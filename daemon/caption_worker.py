@@ -5,8 +5,8 @@ payload (the daemon's job). It loads the captioner first, in the background, so 
 thumbnails flow while the model loads; images handed in meanwhile wait. Then it takes up to
 `batch_size` waiting images, or waits at most `batch_wait_ms` for more, and runs one model
 call for them. Every image gets exactly one outcome through `finish` (a caption, or an error
-when the model is unavailable or fails on that batch), or, when the worker stops first, goes
-back through `hand_back`, never both.
+when the model is unavailable or fails on that batch), or, when the worker stops first (even
+in the middle of its batch), goes back through `hand_back`, never both.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from daemon.captioner import Captioner, CaptionerUnavailable
+from daemon.captioner import CaptionCancelled, Captioner, CaptionerUnavailable
 
 log = logging.getLogger("htx.caption")
 
@@ -65,6 +65,7 @@ class CaptionWorker:
         self._unavailable: str | None = None  # the reason every caption fails, once known
         self._waiting: deque[_Waiting] = deque()
         self._stopping = False
+        self._cancel = threading.Event()  # stops the model call in hand (at its next token)
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="htx-captioner", daemon=True)
 
@@ -75,6 +76,11 @@ class CaptionWorker:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread runs (after `stop`: only a model load that was not waited for)."""
+        return self._thread.is_alive()
 
     def submit(self, image: Image.Image, payload: Any) -> bool:
         """Queue one image (blocks while `capacity` images wait); False once stopping."""
@@ -88,13 +94,16 @@ class CaptionWorker:
             return True
 
     def stop(self) -> None:
-        """Finish the batch in hand, then hand back every image still waiting.
+        """Cut the batch in hand short and hand it back, with every image still waiting.
 
+        A batch takes seconds on CPU (and a large model many more): finishing it could outlast
+        the ten seconds a service gets to stop, so it is done again at the next start instead.
         A model still loading is not waited for (loading can take a minute): the thread is a
         daemon thread and, once loaded, sees the stop and exits without touching anything.
         """
         with self._changed:
             self._stopping = True
+            self._cancel.set()
             loading = self._status == "loading"
             self._changed.notify_all()
         if not loading and self._thread.is_alive():
@@ -171,16 +180,27 @@ class CaptionWorker:
             outcomes = [CaptionOutcome(None, self._unavailable, None)] * len(batch)
         else:
             outcomes = self._run_model(batch)
+        if outcomes is None:  # cancelled by stop()
+            for item in batch:
+                try:
+                    self._hand_back(item.payload)
+                except Exception:
+                    log.exception("could not hand back an image")
+            return
         for item, outcome in zip(batch, outcomes, strict=True):
             try:
                 self._finish(item.payload, outcome)
             except Exception:
                 log.exception("could not record a caption")
 
-    def _run_model(self, batch: list[_Waiting]) -> list[CaptionOutcome]:
+    def _run_model(self, batch: list[_Waiting]) -> list[CaptionOutcome] | None:
+        """One outcome per image; None when stop() cancelled the call."""
         started = time.perf_counter()
         try:
-            captions = self.captioner.caption([item.image for item in batch])
+            captions = self.captioner.caption([item.image for item in batch], cancel=self._cancel)
+        except CaptionCancelled:
+            log.info("stopping: %d image(s) left without a caption go back to pending", len(batch))
+            return None
         except Exception as error:
             # One bad batch (out of memory, a model bug) fails only its captions.
             log.exception("caption model failed on a batch of %d image(s)", len(batch))

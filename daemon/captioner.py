@@ -7,6 +7,7 @@ model (daemon/blip.py), by hub id or folder.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -25,6 +26,10 @@ class CaptionerUnavailable(Exception):
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason or message
+
+
+class CaptionCancelled(Exception):
+    """`cancel` was set while captioning (the daemon is stopping): the batch has no captions."""
 
 
 class Captioner(Protocol):
@@ -47,8 +52,9 @@ class Captioner(Protocol):
     def load(self) -> None:
         """Make the model ready (slow: seconds); raises CaptionerUnavailable if it cannot be."""
 
-    def caption(self, images: Sequence[Image.Image]) -> list[str]:
-        """One caption per image, in order. Raises CaptionerUnavailable if the model is missing."""
+    def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
+        """One caption per image, in order. Raises CaptionerUnavailable if the model is missing,
+        CaptionCancelled if `cancel` is set before the captions are complete."""
 
 
 class NoCaptioner:
@@ -62,7 +68,7 @@ class NoCaptioner:
     def load(self) -> None:
         pass
 
-    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+    def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
         raise CaptionerUnavailable("captioning is switched off (caption.model = \"none\")")
 
 

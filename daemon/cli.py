@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -55,6 +56,11 @@ def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
     finally:
         daemon.stop()
     log.info("daemon stopped")
+    if daemon.model_still_loading:
+        # Everything is committed, but torch aborts the interpreter's exit (SIGABRT, a failed
+        # unit) while one of its threads is loading weights: leave without waiting for it.
+        logging.shutdown()
+        os._exit(EXIT_OK)
     return EXIT_OK
 
 

@@ -149,13 +149,18 @@ class Daemon:
         self.watcher.stop()
         self._stopping.set()
         if self._captions is not None:
-            # Finishes the batch in hand; images still waiting go back to pending.
+            # Cuts the batch in hand short; it and the images still waiting go back to pending.
             self._captions.stop()
         for thread in self._threads:
             thread.join()
         self._threads.clear()
         self.writer.stop()
         self.engine.dispose()
+
+    @property
+    def model_still_loading(self) -> bool:
+        """After `stop`: the caption model's loading thread, not waited for, still runs."""
+        return self._captions is not None and self._captions.running
 
     def run(self, stop: threading.Event, notifier: SystemdNotifier | None = None) -> None:
         """Serve until `stop` is set: heartbeat, rescan the inbox every `watch.rescan_s`, and

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import json
 import shutil
 import sys
 import time
@@ -126,10 +128,11 @@ def photo_bytes(number: int, size: tuple[int, int] = (1200, 900)) -> bytes:
 
 
 def write_config_file(config: Config, path: Path, extra: str = "") -> Path:
-    """A TOML file for a subprocess with the same data folder as `config`."""
+    """A TOML file for a subprocess with the same data folder and caption settings as `config`."""
+    caption = "".join(f"{key} = {json.dumps(value)}\n" for key, value in dataclasses.asdict(config.caption).items())
     path.write_text(
         f'[paths]\ndata_dir = "{config.data_dir}"\n'
-        '[watch]\nsettle_ms = 200\n[pipeline]\nworkers = 2\n[caption]\nmodel = "none"\n' + extra
+        "[watch]\nsettle_ms = 200\n[pipeline]\nworkers = 2\n[caption]\n" + caption + extra
     )
     return path
 

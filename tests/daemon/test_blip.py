@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from daemon.blip import DEFAULT_INPUT_SIZE, BlipCaptioner, model_source
-from daemon.captioner import CaptionerUnavailable
+from daemon.captioner import CaptionCancelled, CaptionerUnavailable
 from models.config import CaptionConfig
 from tests.daemon.blip_fixtures import IMAGE_SIZE, SPECIAL, WORDS, sample_images
 
@@ -34,6 +35,33 @@ def test_every_image_gets_a_caption_and_a_batch_matches_single_calls(tiny_blip: 
         assert isinstance(caption, str) and caption
         assert set(caption.split()) <= set(WORDS)
     assert len(set(batched)) > 1, "different images should give different captions"
+
+
+class SetOnLook(threading.Event):
+    """An event that reads as set from its `on`-th look: a stop arriving mid-generation."""
+
+    def __init__(self, on: int) -> None:
+        super().__init__()
+        self.on, self.looks = on, 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return self.looks >= self.on
+
+
+def test_a_cancel_ends_generation_at_the_next_token(tiny_blip: Path) -> None:
+    config = dataclasses.replace(CaptionConfig(), model=str(tiny_blip), dtype="float32", max_new_tokens=40)
+    captioner = BlipCaptioner(config, tiny_blip.parent, min_new_tokens=40)  # never stops by itself
+    captioner.load()
+    cancel = SetOnLook(on=3)
+
+    with pytest.raises(CaptionCancelled):
+        captioner.caption(sample_images(), cancel=cancel)
+
+    assert cancel.looks < 10, "generation went on after the cancel"
+    with pytest.raises(CaptionCancelled):  # already set: the model is not even called
+        captioner.caption(sample_images(), cancel=SetOnLook(on=1))
+    assert len(captioner.caption(sample_images(), cancel=threading.Event())) == len(sample_images())
 
 
 def test_what_it_reports_before_and_after_loading(tiny_blip: Path) -> None:

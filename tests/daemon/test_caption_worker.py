@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from daemon.caption_worker import CaptionOutcome, CaptionWorker
-from daemon.captioner import CaptionerUnavailable
+from daemon.captioner import CaptionCancelled, CaptionerUnavailable
 from tests.helpers import wait_for
 
 
@@ -21,8 +21,12 @@ class ScriptedCaptioner:
     input_size = 8
     settings = "cpu, scripted"
 
-    def __init__(self, *, load_error: Exception | None = None, failing_calls: Sequence[int] = ()) -> None:
+    def __init__(
+        self, *, load_error: Exception | None = None, failing_calls: Sequence[int] = (), stuck: bool = False
+    ) -> None:
         self.loaded = threading.Event()
+        self.stuck = stuck  # each model call runs until cancelled
+        self.in_call = threading.Event()
         self.load_error = load_error
         self.failing_calls = set(failing_calls)
         self.batches: list[list[str]] = []
@@ -32,11 +36,15 @@ class ScriptedCaptioner:
         if self.load_error is not None:
             raise self.load_error
 
-    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+    def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
         names = [image.info["name"] for image in images]
         self.batches.append(names)
         if len(self.batches) in self.failing_calls:
             raise RuntimeError("out of memory")
+        if self.stuck and cancel is not None:
+            self.in_call.set()
+            assert cancel.wait(timeout=10), "never cancelled"
+            raise CaptionCancelled()
         return [f"caption of {name}" for name in names]
 
 
@@ -170,6 +178,21 @@ def test_stopping_while_loading_hands_back_every_waiting_image(recorder: Recorde
     worker._thread.join(timeout=5)
     assert not worker._thread.is_alive()
     assert recorder.finished == {} and recorder.statuses == []
+
+
+def test_stopping_mid_batch_cancels_the_model_call_and_hands_the_batch_back(recorder: Recorder) -> None:
+    captioner = ScriptedCaptioner(stuck=True)
+    captioner.loaded.set()
+    worker = make_worker(captioner, recorder, batch_size=2)
+    for name in ("a", "b", "c"):
+        worker.submit(image(name), name)
+    assert captioner.in_call.wait(timeout=5)
+
+    worker.stop()
+
+    assert not worker._thread.is_alive()
+    assert sorted(recorder.handed_back) == ["a", "b", "c"]  # the cut batch and the one waiting
+    assert recorder.finished == {}
 
 
 def test_a_full_queue_blocks_the_submitter_until_stop(recorder: Recorder) -> None:

@@ -19,6 +19,7 @@ def test_every_corpus_file_gets_its_expected_outcome(config: Config, start_daemo
         timeout=60,
         what="every corpus file to finish",
     )
+    assert daemon.wait_idle(timeout=10)  # originals move just after their row is committed
     by_name = {row["filename"]: row for row in rows}
     assert sorted(by_name) == sorted(item.name for item in files)
     for item in files:

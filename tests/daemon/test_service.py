@@ -67,9 +67,10 @@ def test_pixel_limit_fails_the_file(make_config, start_daemon) -> None:
 
 
 def test_done_record_has_every_field_and_the_original_is_stored(config: Config, start_daemon) -> None:
-    start_daemon(config)
+    daemon = start_daemon(config)
     copy_in(CORPUS_DIR / "flower.jpg", config.inbox_dir / "flower.jpg")
     row = wait_for(_finished(config, 1), what="the image")[0]
+    assert daemon.wait_idle(timeout=10)  # the original moves just after the row is committed
     assert row["status"] == "done" and row["error"] is None
     assert (row["format"], row["width"], row["height"], row["mode"]) == ("JPEG", 480, 360, "RGB")
     assert row["size_bytes"] == (CORPUS_DIR / "flower.jpg").stat().st_size
@@ -85,10 +86,11 @@ def test_done_record_has_every_field_and_the_original_is_stored(config: Config, 
 
 
 def test_failed_file_moves_to_failed_with_its_reason(config: Config, start_daemon) -> None:
-    start_daemon(config)
+    daemon = start_daemon(config)
     copy_in(CORPUS_DIR / "hopper.gif", config.inbox_dir / "a.gif")
     copy_in(CORPUS_DIR / "uber.gif", config.inbox_dir / "sub" / "a.gif")  # same name, other bytes
     rows = wait_for(_finished(config, 2), what="both GIFs")
+    assert daemon.wait_idle(timeout=10)
     stored = sorted(row["stored_path"] for row in rows)
     assert len(set(stored)) == 2 and all(path.startswith("failed/") for path in stored)
     for row in rows:

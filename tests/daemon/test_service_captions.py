@@ -59,7 +59,7 @@ class GatedCaptioner:
     def load(self) -> None:
         self.gate.wait()
 
-    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+    def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
         self.seen.extend(image.size for image in images)
         return [f"caption {len(self.seen) - len(images) + number}" for number in range(len(images))]
 

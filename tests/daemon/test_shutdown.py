@@ -6,15 +6,28 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from models.config import Config
 from tests.helpers import htx_command, read_images, wait_for, write_config_file
 
 
+@pytest.fixture(params=["none", "tiny-blip"])
+def shutdown_config(request: pytest.FixtureRequest, make_config: Callable[..., Config]) -> Config:
+    """Without captions, and with a caption model whose batches are still filling at SIGTERM."""
+    if request.param == "none":
+        return make_config()
+    model = request.getfixturevalue("tiny_blip")
+    return make_config(caption={"model": str(model), "max_new_tokens": 20, "batch_size": 8, "batch_wait_ms": 1000})
+
+
 def test_sigterm_mid_batch_exits_0_quickly_and_a_restart_finishes_everything(
-    config: Config, photo_files: list[Path], tmp_path: Path
+    shutdown_config: Config, photo_files: list[Path], tmp_path: Path
 ) -> None:
+    config = shutdown_config
     config_file = write_config_file(config, tmp_path / "htx.toml")
     config.inbox_dir.mkdir(parents=True)
     photos = photo_files[:50]
@@ -39,9 +52,14 @@ def test_sigterm_mid_batch_exits_0_quickly_and_a_restart_finishes_everything(
     assert "processing" not in {row["status"] for row in rows}
     done = sum(row["status"] == "done" for row in rows)
     assert done < len(photos), "stopped too late to interrupt anything"
+    if config.caption.model != "none":
+        # Stopped while images were waiting for (or in) a caption batch: they went back.
+        assert any(row["status"] == "pending" and row["thumb_small_path"] for row in rows)
 
     subprocess.run(htx_command(config_file, "daemon", "--once"), check=True, capture_output=True, timeout=120)
     rows = read_images(config)
     assert len(rows) == len(photos)
     assert {row["status"] for row in rows} == {"done"}
     assert list(config.inbox_dir.iterdir()) == []
+    if config.caption.model != "none":
+        assert all(row["caption"] and row["caption_error"] is None for row in rows)
