@@ -237,14 +237,19 @@ class BlipCaptioner:
                 self._load()
 
     def _load(self) -> None:
+        # Checked before torch is imported (seconds): images waiting for a model that is not
+        # there get their caption_error at once.
+        if self.source.is_folder and not Path(self.source.location).is_dir():
+            raise unavailable(self.source, "folder not found")
+        if not self.source.is_folder and _local_file(self.source, "config.json") is None:
+            raise unavailable(self.source, "not in the local Hugging Face cache")
+
         import torch
         from transformers import BlipForConditionalGeneration, BlipProcessor
         from transformers.utils import logging as transformers_logging
 
         # Progress bars are for terminals; daemon logs are one line per event.
         transformers_logging.disable_progress_bar()
-        if self.source.is_folder and not Path(self.source.location).is_dir():
-            raise unavailable(self.source, "folder not found")
         device = resolve_device(self.config.device)
         dtype = resolve_dtype(self.config.dtype, device, self.config.quantize)
         quantize = self.config.quantize == "int8" and device == "cpu"

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from daemon.errors import PipelineError
 from daemon.pipeline import PreparedImage
 from models.tables import DaemonState, Image
 
@@ -131,6 +132,17 @@ def images_to_recaption(connection: Connection, *, missing: bool, ids: Sequence[
     if ids:
         query = query.where(images.c.id.in_(list(ids)))
     return [StoredImage(*row) for row in connection.execute(query.order_by(images.c.id)).all()]
+
+
+def failure_values(error: PipelineError) -> dict[str, Any]:
+    """Columns of an image that failed with `error`."""
+    return {
+        "status": "failed",
+        "error": error.message,
+        "error_kind": error.kind,
+        "processed_at": utcnow(),
+        "inbox_path": None,
+    }
 
 
 def prepared_values(prepared: PreparedImage) -> dict[str, Any]:

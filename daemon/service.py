@@ -305,14 +305,7 @@ class Daemon:
 
     def _record_missing(self, known: records.KnownImage) -> None:
         error = MissingFile()
-        values = {
-            "status": "failed",
-            "error": error.message,
-            "error_kind": error.kind,
-            "processed_at": records.utcnow(),
-            "inbox_path": None,
-        }
-        self.writer.call(records.update_image, known.id, values)
+        self.writer.call(records.update_image, known.id, records.failure_values(error))
         log.warning("image %d %s: failed: %s", known.id, known.filename, error.message)
 
     # -- registration -------------------------------------------------------------------------
@@ -511,14 +504,7 @@ class Daemon:
         processing_ms = self._elapsed_ms(job, started)
         if not isinstance(error, MissingFile) and self._source_changed(job):
             error = SourceChanged()
-        values = {
-            "status": "failed",
-            "error": error.message,
-            "error_kind": error.kind,
-            "processed_at": records.utcnow(),
-            "inbox_path": None,
-            "processing_ms": processing_ms,
-        }
+        values = records.failure_values(error) | {"processing_ms": processing_ms}
         with self._failed_names:
             if isinstance(error, MissingFile):
                 destination = None

@@ -208,7 +208,7 @@ from pathlib import Path
 from models import config as config_module
 from daemon.service import Daemon
 config = config_module.parse(
-    {"paths": {"data_dir": "data"}, "watch": {"rescan_s": 0}, "caption": {"model": "./no-such-model"}},
+    {"paths": {"data_dir": "data"}, "watch": {"rescan_s": 0}, "caption": {"model": "./not-a-model"}},
     base_dir=Path(sys.argv[1]),
 )
 daemon = Daemon(config)
@@ -220,9 +220,10 @@ while daemon.caption_status == "loading":
 print(daemon.caption_status, flush=True)
 daemon.stop()
 """
+    (tmp_path / "not-a-model").mkdir()  # found, so torch and transformers are imported to read it
     completed = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120, check=True
     )
     torch_before_start, at_start, after = completed.stdout.splitlines()
     assert (torch_before_start, at_start) == ("False", "loading")
-    assert after == "unavailable: caption model no-such-model not available: folder not found"
+    assert after == "unavailable: caption model not-a-model not available: not a saved BLIP model"
