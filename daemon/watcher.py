@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,6 +321,10 @@ class InboxWatcher:
     def start(self) -> None:
         self._tracker.start()
         if self._observer is not None:
+            # watchdog warns when a new folder gets its watch twice (from its creation event and
+            # from the walk of its parent) and keeps one: harmless, and where warnings are errors
+            # the warning would kill the observer's thread and every event after it.
+            warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning)
             handler = _InboxEventHandler(self.inbox, self._rules, self._tracker, self._config.recursive)
             self._observer.schedule(handler, str(self.inbox), recursive=self._config.recursive)
             self._observer.start()
