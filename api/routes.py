@@ -34,7 +34,6 @@ JSON = "application/json"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_SEARCH_CHARS = 200
-STALE_HEARTBEAT_S = 30.0
 STATS_MAX_AGE_S = 1.0
 THUMBNAIL_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -404,12 +403,12 @@ async def healthz(request: Request) -> Response:
     except Exception:  # any failure to read is the answer here, not an error to log
         body = {"status": "unavailable", "database": "unavailable", "daemon": "unknown"}
         return JsonResponse(body, status_code=503)
-    age = None if daemon is None else max(0.0, (_utcnow() - daemon.heartbeat_at).total_seconds())
+    age = None if daemon is None else max(0.0, daemon.heartbeat_age_s(_utcnow()))
     body = {
         "status": "ok",
         "database": "ok",
         "schema": "current" if revision == ctx.schema_head else ("missing" if revision is None else "outdated"),
-        "daemon": "not started" if age is None else ("stale" if age > STALE_HEARTBEAT_S else "running"),
+        "daemon": "not started" if age is None else ("stale" if age > queries.HEARTBEAT_STALE_S else "running"),
         "heartbeat_age_s": None if age is None else round(age, 1),
         "daemon_pid": None if daemon is None else daemon.pid,
     }

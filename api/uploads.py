@@ -41,7 +41,7 @@ from api.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from daemon.decode import SNIFF_BYTES, sniff_format
+from daemon.decode import EXTENSIONS, SNIFF_BYTES, sniff_format
 from daemon.errors import CorruptImage, UnsupportedFormat
 from daemon.watcher import IgnoreRules
 from models import queries
@@ -58,7 +58,6 @@ POLL_INTERVAL_S = 0.005
 # Leaves room under the usual 255-byte limit for the "-<sha>-<n>" added on a name clash.
 MAX_NAME_BYTES = 200
 STALE_PART_S = 3600
-_EXTENSIONS = {"JPEG": "jpg", "PNG": "png"}
 
 
 def check_token(request: Request, config: Config) -> None:
@@ -250,7 +249,7 @@ def inbox_name(client_name: str | None, sha256: str, file_format: str | None, ru
     (the watcher ignores those, so the upload would never be processed); short enough for
     any filesystem. Without a usable name: upload-<sha256 prefix>.<ext>.
     """
-    extension = _EXTENSIONS.get(file_format or "", "")
+    extension = EXTENSIONS.get(file_format or "", "")
     name = display_name(client_name) if client_name else ""
     name = _fit_bytes(name.lstrip(".~ "), MAX_NAME_BYTES)
     if name and rules.ignored_name(name) and extension:

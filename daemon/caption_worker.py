@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from daemon.captioner import CaptionCancelled, Captioner, CaptionerUnavailable
+from daemon.captioner import NO_WORDS, CaptionCancelled, Captioner, CaptionerUnavailable
 
 log = logging.getLogger("htx.caption")
 
@@ -111,8 +111,14 @@ class CaptionWorker:
         with self._changed:
             left = list(self._waiting)
             self._waiting.clear()
-        for item in left:
-            self._hand_back(item.payload)
+        self._hand_back_all(left)
+
+    def _hand_back_all(self, items: list[_Waiting]) -> None:
+        for item in items:
+            try:
+                self._hand_back(item.payload)
+            except Exception:
+                log.exception("could not hand back an image")
 
     # -- the thread ---------------------------------------------------------------------------
 
@@ -181,11 +187,7 @@ class CaptionWorker:
         else:
             outcomes = self._run_model(batch)
         if outcomes is None:  # cancelled by stop()
-            for item in batch:
-                try:
-                    self._hand_back(item.payload)
-                except Exception:
-                    log.exception("could not hand back an image")
+            self._hand_back_all(batch)
             return
         for item, outcome in zip(batch, outcomes, strict=True):
             try:
@@ -208,6 +210,6 @@ class CaptionWorker:
             return [CaptionOutcome(None, reason, None)] * len(batch)
         caption_ms = (time.perf_counter() - started) * 1000 / len(batch)
         return [
-            CaptionOutcome(text, None, caption_ms) if text else CaptionOutcome(None, "the caption model produced no words", caption_ms)
+            CaptionOutcome(text, None, caption_ms) if text else CaptionOutcome(None, NO_WORDS, caption_ms)
             for text in captions
         ]

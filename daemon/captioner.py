@@ -16,6 +16,10 @@ from PIL import Image
 from models.config import Config
 
 
+# The caption_error of an image whose caption came out empty (only special tokens).
+NO_WORDS = "the caption model produced no words"
+
+
 class CaptionerUnavailable(Exception):
     """The model cannot be used (not downloaded, wrong path...).
 

@@ -103,9 +103,9 @@ def cmd_stats(config: Config, args: argparse.Namespace) -> int:
     from daemon.records import utcnow
     from daemon.report import stats_table
     from models import queries
-    from models.db import make_engine
+    from models.db import make_engine, missing_database
 
-    if not (config.data_dir / "htx.db").exists() and config.database_url.startswith("sqlite"):
+    if missing_database(config.database_url):
         print("htx stats: no database yet: the daemon has not run with this configuration", file=sys.stderr)
         return EXIT_FAILURE
     engine = make_engine(config.database_url, readonly=True)
@@ -154,10 +154,10 @@ def cmd_recaption(config: Config, args: argparse.Namespace) -> int:
     from daemon.captioner import CaptionerUnavailable, make_captioner
     from daemon.recaption import recaption
     from daemon.writer import DatabaseWriter
-    from models.db import make_engine, sqlite_path
+    from models.db import make_engine, missing_database
 
-    database = sqlite_path(config.database_url)
-    if database is not None and not database.is_file():
+    database = missing_database(config.database_url)
+    if database is not None:
         print(f"htx recaption: no database at {database} yet: nothing to caption", file=sys.stderr)
         return EXIT_FAILURE
     captioner = make_captioner(config)
@@ -245,7 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
     reprocess.add_argument("ids", nargs="*", type=int, metavar="ID", help="image ids")
     reprocess.add_argument("--failed", action="store_true", help="every failed image (or the failed ones among ID...)")
     reprocess.set_defaults(handler=cmd_reprocess)
-
 
     api = commands.add_parser("api", help="serve the read API and uploads on api.host:api.port (runs until stopped)")
     api.set_defaults(handler=cmd_api)

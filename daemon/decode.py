@@ -14,6 +14,8 @@ from daemon.errors import CorruptImage, TooLarge, UnsupportedFormat
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SNIFF_BYTES = 32
+# File name extension of each accepted format (what `sniff_format` names).
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png"}
 
 # Magic numbers of formats people commonly drop by mistake, to name them in the error.
 _OTHER_FORMATS: tuple[tuple[int, bytes, str], ...] = (

@@ -23,12 +23,12 @@ from tqdm import tqdm
 from daemon.files import HASH_CHUNK_BYTES
 from daemon.records import utcnow
 from daemon.watcher import IgnoreRules
+from models import queries
 from models.config import Config
-from models.db import make_engine
-from models.tables import DaemonState, Image
+from models.db import make_engine, missing_database
+from models.tables import Image
 
 POLL_S = 0.25
-STALE_HEARTBEAT_S = 30
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,7 @@ def ingest(paths: list[Path], config: Config, *, out: TextIO) -> list[Copied]:
 
 def _statuses(config: Config, hashes: set[str]) -> tuple[dict[str, tuple[str, str | None, str]], float | None]:
     """Status, error and filename by sha256 of the records found; heartbeat age in seconds."""
-    path = config.data_dir / "htx.db"
-    if not path.exists():
+    if missing_database(config.database_url):
         return {}, None
     engine = make_engine(config.database_url, readonly=True)
     try:
@@ -109,10 +108,10 @@ def _statuses(config: Config, hashes: set[str]) -> tuple[dict[str, tuple[str, st
             rows = connection.execute(
                 select(Image.sha256, Image.status, Image.error, Image.filename).where(Image.sha256.in_(hashes))
             ).all()
-            heartbeat = connection.execute(select(DaemonState.heartbeat_at)).scalar()
+            daemon = queries.daemon_status(connection)
     finally:
         engine.dispose()
-    age = None if heartbeat is None else (utcnow() - heartbeat).total_seconds()
+    age = None if daemon is None else daemon.heartbeat_age_s(utcnow())
     return {row.sha256: (row.status, row.error, row.filename) for row in rows}, age
 
 
@@ -130,7 +129,7 @@ def wait_for_outcomes(
             progress.update(len(finished) - progress.n)
             if len(finished) == len(hashes):
                 return finished, True
-            if not warned and (heartbeat_age is None or heartbeat_age > STALE_HEARTBEAT_S):
+            if not warned and (heartbeat_age is None or heartbeat_age > queries.HEARTBEAT_STALE_S):
                 progress.write(
                     "the daemon does not seem to be running: the files wait in the inbox until it starts",
                     file=out,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from daemon import records
-from daemon.captioner import Captioner
+from daemon.captioner import NO_WORDS, Captioner
 from daemon.decode import configure_pillow, decode
 from daemon.errors import PipelineError
 from daemon.metadata import extract_metadata
@@ -85,7 +85,7 @@ def _caption_batch(
     for (stored, _), caption in zip(ready, captions, strict=True):
         values = records.caption_values(
             caption or None,
-            error=None if caption else "the caption model produced no words",
+            error=None if caption else NO_WORDS,
             caption_ms=caption_ms,
             model=captioner.model_name,
             device=captioner.device,

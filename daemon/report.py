@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from models.queries import DaemonStatus, Stats
-
-STALE_HEARTBEAT_S = 30
+from models.queries import HEARTBEAT_STALE_S, DaemonStatus, Stats
 
 
 def _ms(value: float) -> str:
@@ -41,7 +39,7 @@ def stats_table(stats: Stats, daemon: DaemonStatus | None, *, now: datetime) -> 
     if daemon is None:
         lines.append(f"{'daemon':<14}never started")
     else:
-        age = (now - daemon.heartbeat_at).total_seconds()
-        state = "running" if age <= STALE_HEARTBEAT_S else "not running"
+        age = daemon.heartbeat_age_s(now)
+        state = "running" if age <= HEARTBEAT_STALE_S else "not running"
         lines.append(f"{'daemon':<14}{state} (pid {daemon.pid}, last heartbeat {age:,.0f} s ago)")
     return lines

@@ -28,7 +28,7 @@ from pathlib import Path
 from daemon import records
 from daemon.caption_worker import CaptionOutcome, CaptionWorker
 from daemon.captioner import Captioner, make_captioner
-from daemon.decode import configure_pillow
+from daemon.decode import EXTENSIONS, configure_pillow
 from daemon.errors import MissingFile, PipelineError, SourceChanged
 from daemon.files import FileDigest, file_identity, free_name, hash_file, move_file
 from daemon.notify import SystemdNotifier
@@ -43,7 +43,6 @@ from models.names import display_name
 log = logging.getLogger("htx.daemon")
 
 HEARTBEAT_S = 5.0
-_EXTENSIONS = {"JPEG": "jpg", "PNG": "png"}
 
 
 def _error_note(failed_file: Path) -> Path:
@@ -212,11 +211,11 @@ class Daemon:
         if job is None:
             self._release(arrival)
             return None
-        queued = False
+        taken_over = False
         try:
-            queued = self._process(job)  # with a caption model, the caption worker finishes it
+            taken_over = self._process(job)  # with a caption model, the caption worker finishes it
         finally:
-            if not queued:
+            if not taken_over:
                 self._release(arrival, job.image_id)
         return job.image_id
 
@@ -393,15 +392,13 @@ class Daemon:
                 job = self._jobs.get(timeout=0.2)
             except queue.Empty:
                 continue
-            queued = False
+            taken_over = False
             try:
-                queued = self._process(job)
+                taken_over = self._process(job)
             except Exception:
-                # A bug, not a bad file (those are PipelineErrors): record it and keep going.
-                log.exception("image %d %s: unexpected error", job.image_id, job.filename)
-                self._fail_safely(job, PipelineError("internal error while processing this image"), time.perf_counter())
+                self._record_internal_error(job, time.perf_counter())
             finally:
-                if not queued:
+                if not taken_over:
                     self._release_job(job)
 
     def _release_job(self, job: Job) -> None:
@@ -411,8 +408,14 @@ class Daemon:
             # ignored while this job held it, so look at it again.
             self.offer(job.source)
 
+    def _record_internal_error(self, job: Job, started: float) -> None:
+        """A bug, not a bad file (those are PipelineErrors): record it and keep going."""
+        log.exception("image %d %s: unexpected error", job.image_id, job.filename)
+        self._fail_safely(job, PipelineError("internal error while processing this image"), started)
+
     def _process(self, job: Job) -> bool:
-        """Run the stages; True if the image now waits for its caption (finished later)."""
+        """Run the stages; True if the caption path has taken the image over (it finishes or
+        hands back the image, and releases it)."""
         if not self.writer.call(records.claim, job.image_id):
             return False
         started = time.perf_counter()
@@ -433,10 +436,10 @@ class Daemon:
             return False
         # Metadata and thumbnails are visible now; the caption follows when the model gets to it.
         self.writer.call(records.update_image, job.image_id, values)
-        if self._captions.submit(prepared.caption_input, CaptionTask(job, prepared.metadata.format, started)):
-            return True
-        self.writer.call(records.update_image, job.image_id, {"status": "pending"})  # stopping
-        return False
+        task = CaptionTask(job, prepared.metadata.format, started)
+        if not self._captions.submit(prepared.caption_input, task):
+            self._caption_handed_back(task)  # stopping
+        return True
 
     def _caption_done(self, task: CaptionTask, outcome: CaptionOutcome) -> None:
         """The caption worker's result for one image: commit it as done, move the original."""
@@ -450,13 +453,12 @@ class Daemon:
         try:
             self._finish(task.job, task.image_format, task.started, values)
         except Exception:
-            log.exception("image %d %s: unexpected error", task.job.image_id, task.job.filename)
-            self._fail_safely(task.job, PipelineError("internal error while processing this image"), task.started)
+            self._record_internal_error(task.job, task.started)
         finally:
             self._release_job(task.job)
 
     def _caption_handed_back(self, task: CaptionTask) -> None:
-        """Stopping before its caption: back to pending, processed again at the next start."""
+        """Stopping before its caption: back to `pending`, processed again at the next start."""
         try:
             self.writer.call(records.update_image, task.job.image_id, {"status": "pending"})
         except Exception:
@@ -481,7 +483,7 @@ class Daemon:
         if self._source_changed(job):
             self._fail(job, SourceChanged(), started)
             return
-        extension = _EXTENSIONS[image_format]
+        extension = EXTENSIONS[image_format]
         stored_path = f"originals/{job.sha256[:2]}/{job.sha256}.{extension}"
         processing_ms = self._elapsed_ms(job, started)
         values = values | {

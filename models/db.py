@@ -20,6 +20,12 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def missing_database(url: str) -> Path | None:
+    """The SQLite file `url` names, if it does not exist yet (the daemon creates it at start)."""
+    path = sqlite_path(url)
+    return path if path is not None and not path.is_file() else None
+
+
 def make_engine(url: str, *, readonly: bool = False) -> Engine:
     """An engine for `url`.
 

@@ -248,6 +248,11 @@ def list_images(
     return Page(rows, None)
 
 
+# The daemon writes its heartbeat every 5 s (daemon.service.HEARTBEAT_S): one older than this
+# means it is not running.
+HEARTBEAT_STALE_S = 30.0
+
+
 @dataclass(frozen=True)
 class DaemonStatus:
     pid: int
@@ -256,6 +261,10 @@ class DaemonStatus:
     caption_model: str | None
     caption_device: str | None
     caption_status: str | None
+
+    def heartbeat_age_s(self, now: datetime) -> float:
+        """Seconds since the last heartbeat; `now` is naive UTC, as stored."""
+        return (now - self.heartbeat_at).total_seconds()
 
 
 def daemon_status(connection: Connection) -> DaemonStatus | None:
@@ -295,20 +304,11 @@ STAGES = ("hash", "metadata", "thumbnails", "caption")
 
 _TOTALS = select(image_totals)
 _DONE_MS = images.c.processing_ms
-_RANKED_ASC = (
-    select(_DONE_MS)
-    .where(images.c.status == "done", _DONE_MS.is_not(None))
-    .order_by(_DONE_MS.asc())
-    .limit(1)
-    .offset(bindparam("offset"))
+_DONE_TIMES = (
+    select(_DONE_MS).where(images.c.status == "done", _DONE_MS.is_not(None)).limit(1).offset(bindparam("offset"))
 )
-_RANKED_DESC = (
-    select(_DONE_MS)
-    .where(images.c.status == "done", _DONE_MS.is_not(None))
-    .order_by(_DONE_MS.desc())
-    .limit(1)
-    .offset(bindparam("offset"))
-)
+_RANKED_ASC = _DONE_TIMES.order_by(_DONE_MS.asc())
+_RANKED_DESC = _DONE_TIMES.order_by(_DONE_MS.desc())
 _PROCESSED_SINCE = select(func.count()).where(images.c.processed_at >= bindparam("since"))
 
 

@@ -7,7 +7,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from alembic import command
 from sqlalchemy import insert, text
 from sqlalchemy.exc import OperationalError
 from starlette.routing import Route
@@ -17,7 +16,6 @@ from daemon import records
 from models import migrate
 from models.config import Config
 from models.db import make_engine
-from models.migrate import _alembic_config
 from models.tables import DaemonState
 from tests.api.conftest import config_for, ingest, serve
 
@@ -25,13 +23,7 @@ from tests.api.conftest import config_for, ingest, serve
 def _migrated(config: Config, revision: str = "head") -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(config.database_url)
-    if revision == "head":
-        migrate.upgrade(engine)
-    else:
-        alembic = _alembic_config()
-        with engine.begin() as connection:
-            alembic.attributes["connection"] = connection
-            command.upgrade(alembic, revision)
+    migrate.upgrade(engine, revision)
     engine.dispose()
 
 
