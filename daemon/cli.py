@@ -84,11 +84,14 @@ def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
     from daemon import records
-    from models.db import make_engine
+    from models.db import make_engine, missing_database
 
     if not args.ids and not args.failed:
         print("htx reprocess: name image ids, or --failed for every failed image", file=sys.stderr)
         return EXIT_USAGE
+    if missing_database(config.database_url):
+        print("htx reprocess: no database yet: the daemon has not run with this configuration", file=sys.stderr)
+        return EXIT_FAILURE
     engine = make_engine(config.database_url)
     try:
         with engine.begin() as connection:

@@ -43,6 +43,12 @@ def test_usage_errors_exit_2(capsys) -> None:
         raise AssertionError("argparse should have exited")
 
 
+def test_reprocess_without_a_database_says_so_and_creates_none(tmp_path: Path, capsys) -> None:
+    assert main(["--config", str(_config_file(tmp_path)), "reprocess", "--failed"]) == 1
+    assert "no database yet" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "htx.db").exists()
+
+
 def test_daemon_once_processes_the_inbox_and_exits_0(tmp_path: Path) -> None:
     path = _config_file(tmp_path, '[log]\nformat = "json"\n')
     inbox = tmp_path / "data" / "inbox"
