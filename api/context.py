@@ -68,7 +68,8 @@ class Reader:
 class CachedStats:
     key: tuple[int, int]  # (reader generation, data_version)
     made_at: float  # monotonic
-    body: bytes
+    stats: dict[str, Any]
+    body: bytes  # `stats`, encoded
 
 
 @dataclass

@@ -21,11 +21,12 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from api import serialize, uploads
-from api.context import CachedStats, base_url, context, reader
+from api.context import ApiContext, CachedStats, base_url, context, reader
 from api.docs import docs_page
 from api.errors import BadRequest, Conflict, NotFound
 from api.serialize import JsonResponse
 from models import queries
+from models.diskspace import data_disk_problem
 from models.tables import STATUSES
 
 log = logging.getLogger("htx.api")
@@ -365,7 +366,8 @@ async def get_stats(request: Request) -> Response:
         description: >-
           {"total", "by_status", "finished", "success_rate", "failure_rate", "queue_depth",
           "processing_ms": {"average", "p50", "p95"} (done images), "stage_average_ms",
-          "last_hour": {"processed", "per_minute"}, "caption": {"model", "device"}};
+          "last_hour": {"processed", "per_minute"}, "caption": {"model", "device"}, "problem"
+          (what keeps images from being processed, e.g. "data disk full"; null when all is well)};
           zeros for an empty database
       503:
         description: no database yet (the daemon has not run)
@@ -380,7 +382,11 @@ async def get_stats(request: Request) -> Response:
     now = time.monotonic()
     if cached is None or cached.key != key or now - cached.made_at >= STATS_MAX_AGE_S:
         stats = await db.run(queries.stats, now=_utcnow())
-        cached = ctx.stats = CachedStats(key, now, serialize.dumps(serialize.stats(stats)))
+        answer = serialize.stats(stats)
+        cached = ctx.stats = CachedStats(key, now, answer, serialize.dumps(answer))
+    problem = cached.stats["problem"] or data_disk_problem(ctx.config.data_dir)
+    if problem != cached.stats["problem"]:
+        return JsonResponse(cached.stats | {"problem": problem})
     return Response(cached.body, media_type=JSON)
 
 
@@ -393,29 +399,44 @@ async def healthz(request: Request) -> Response:
       200:
         description: >-
           {"status": "ok", "database": "ok", "schema": "current", "daemon": "running" | "stale" |
-          "not started", "heartbeat_age_s"}
+          "stopped" | "not started", "heartbeat_age_s", "daemon_pid", "problem": null}
       503:
-        description: the database is unreachable, not created yet, or its schema is not current
+        description: >-
+          the database is unreachable, not created yet, or its schema is not current; or
+          {"status": "degraded", "problem": "data disk full"}: images wait until the cause goes
     """
     ctx = context(request)
     try:
-        revision, daemon = await reader(request).run(queries.health)
+        revision, daemon = await reader(request).run(queries.health, ctx.schema_head)
     except Exception:  # any failure to read is the answer here, not an error to log
         body = {"status": "unavailable", "database": "unavailable", "daemon": "unknown"}
         return JsonResponse(body, status_code=503)
-    age = None if daemon is None else max(0.0, daemon.heartbeat_age_s(_utcnow()))
+    now = _utcnow()
+    age = None if daemon is None else max(0.0, daemon.heartbeat_age_s(now))
+    state = "not started" if daemon is None else daemon.state(now)
     body = {
         "status": "ok",
         "database": "ok",
         "schema": "current" if revision == ctx.schema_head else ("missing" if revision is None else "outdated"),
-        "daemon": "not started" if age is None else ("stale" if age > queries.HEARTBEAT_STALE_S else "running"),
+        "daemon": state,
         "heartbeat_age_s": None if age is None else round(age, 1),
         "daemon_pid": None if daemon is None else daemon.pid,
+        "problem": _problem(ctx, daemon),
     }
     if body["schema"] != "current":
         body["status"] = "unavailable"
         return JsonResponse(body, status_code=503)
+    if body["problem"] is not None:
+        body["status"] = "degraded"
+        return JsonResponse(body, status_code=503)
     return JsonResponse(body)
+
+
+def _problem(ctx: ApiContext, daemon: queries.DaemonStatus | None) -> str | None:
+    """What keeps images from being processed: what the daemon is waiting out, or a full data
+    disk, which the API sees for itself (the daemon may not be able to write to say so)."""
+    said = daemon.problem if daemon is not None and daemon.stopped_at is None else None
+    return said or data_disk_problem(ctx.config.data_dir)
 
 
 async def openapi(request: Request) -> Response:

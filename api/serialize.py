@@ -143,4 +143,5 @@ def stats(stats: Stats) -> dict[str, Any]:
             "per_minute": round(stats.processed_last_hour / 60, 3),
         },
         "caption": {"model": stats.caption_model, "device": stats.caption_device},
+        "problem": stats.problem,
     }

@@ -45,8 +45,10 @@ def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
 
     daemon = Daemon(config, observe=not args.once)
     stop = stop_event_on_signals()
-    daemon.start()
     try:
+        # Waits out a full disk or a locked database, saying so once, until stopped.
+        if not daemon.start(stop):
+            return EXIT_OK
         if args.once:
             while not daemon.wait_idle(timeout=0.5):
                 if stop.is_set():

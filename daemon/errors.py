@@ -6,6 +6,8 @@ says what is wrong with the file in words a person can act on, and never holds a
 
 from __future__ import annotations
 
+import errno
+
 
 class PipelineError(Exception):
     """A file that cannot become a `done` record. `kind` is stored as `error_kind`."""
@@ -53,3 +55,63 @@ class SourceChanged(MissingFile):
         super().__init__(
             "the file was deleted or rewritten while it was being processed; a rewritten file is processed again"
         )
+
+
+class NotRegularFile(Exception):
+    """A symlink, FIFO, socket, device or folder where a file was expected: never read."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"not a regular file ({what})")
+        self.what = what
+
+
+class EnvironmentFault(Exception):
+    """A fault of the machine, not of the image: a full disk, a folder HTX needs that is gone or
+    not writable, a database that cannot be written. The image waits and is tried again once
+    the fault is gone; `problem` says what is wrong in a few words ("data disk full")."""
+
+    def __init__(self, problem: str, detail: str) -> None:
+        super().__init__(f"{problem}: {detail}" if detail else problem)
+        self.problem = problem
+        self.detail = detail
+
+
+_STORAGE_PROBLEMS = {
+    errno.ENOSPC: "data disk full",
+    errno.EDQUOT: "data disk full (quota)",
+    errno.EROFS: "data disk is read-only",
+    errno.EIO: "data disk I/O error",
+    errno.EACCES: "no permission to write in the data folder",
+    errno.EPERM: "no permission to write in the data folder",
+    errno.ENOTDIR: "a folder of the data folder is not a folder",
+    errno.EEXIST: "a folder of the data folder is not a folder",
+    errno.ENOENT: "a folder of the data folder is missing",
+}
+
+
+def storage_fault(error: OSError, folder: str = "") -> EnvironmentFault:
+    """What writing into the data folder's `folder` ("thumbnails") failed of, as a fault of the
+    machine. The detail names the folder by its name in the data folder, never a server path."""
+    problem = _STORAGE_PROBLEMS.get(error.errno or 0, "cannot write in the data folder")
+    where = f" ({folder}/)" if folder else ""
+    return EnvironmentFault(problem, f"{error.strerror or type(error).__name__}{where}")
+
+
+# SQLite's messages, as the driver raises them -> the problem to report.
+_DATABASE_PROBLEMS = (
+    ("database or disk is full", "data disk full"),
+    ("database is locked", "database is locked"),
+    ("disk i/o error", "database I/O error"),
+    ("malformed", "database is corrupt"),
+    ("not a database", "database is corrupt"),
+    ("readonly", "database is read-only"),
+    ("unable to open", "database cannot be opened"),
+)
+
+
+def database_fault(error: Exception) -> EnvironmentFault:
+    """A database error that is no bug of HTX's (SQLAlchemy's OperationalError and its kin)."""
+    message = str(getattr(error, "orig", error) or type(error).__name__).splitlines()[0]
+    lowered = message.lower()
+    problem = next((problem for text, problem in _DATABASE_PROBLEMS if text in lowered), "database unavailable")
+    return EnvironmentFault(problem, message)

@@ -1,4 +1,5 @@
-"""File operations of the daemon: hashing, atomic writes, and moving originals out of the inbox."""
+"""File operations of the daemon: opening inbox files safely, hashing, atomic writes, and moving
+originals out of the inbox."""
 
 from __future__ import annotations
 
@@ -6,36 +7,93 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from daemon.errors import NotRegularFile
+from models.names import MAX_NAME_BYTES, fit_name
+
 HASH_CHUNK_BYTES = 1024 * 1024
+# What the daemon adds to a name in failed/: "-<sha prefix>" for a clash, ".error.txt" beside it.
+ERROR_NOTE_SUFFIX = ".error.txt"
+_TAG_BYTES = 1 + 12
+
+# O_NOFOLLOW: a symlink is refused, never followed out of the inbox. O_NONBLOCK: opening a FIFO
+# does not wait for a writer (regular files ignore it), so the fstat below can refuse it.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+Identity = tuple[int, int, int]  # inode, size, mtime: changes if the file is rewritten
 
 
 @dataclass(frozen=True)
 class FileDigest:
     sha256: str
     size_bytes: int
-    identity: tuple[int, int, int]  # inode, size, mtime: changes if the file is rewritten
+    identity: Identity
+    # More than the limit it was hashed with: only limit + 1 bytes were read, and `sha256` is
+    # of those bytes and the size, not of the whole file.
+    over_limit: bool = False
 
 
-def file_identity(path: Path) -> tuple[int, int, int]:
-    stat = path.stat()
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in a word or two."""
+    for test, name in (
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "folder"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
-def hash_file(path: Path) -> FileDigest:
-    """SHA-256 and size of the file's bytes, read in chunks (never the whole file in memory)."""
+def file_identity(path: Path) -> Identity:
+    """The identity of the file at `path` itself: a symlink put in its place is another file."""
+    status = os.lstat(path)
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open `path` for reading only if it is a regular file (never through a symlink, never a
+    FIFO, socket or device, which could block or never end); NotRegularFile otherwise."""
+    try:
+        descriptor = os.open(path, _OPEN_FLAGS)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise NotRegularFile("symbolic link") from None
+        raise
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(file_kind(mode))
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def hash_file(path: Path, max_bytes: int) -> FileDigest:
+    """SHA-256 and size of a regular file's bytes, read in chunks, never more than
+    `max_bytes` + 1 of them: a file over the limit is known to be so without reading it all."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
+    with open_regular(path) as handle:
+        while size <= max_bytes and (chunk := handle.read(min(HASH_CHUNK_BYTES, max_bytes + 1 - size))):
             digest.update(chunk)
             size += len(chunk)
-        stat = os.fstat(handle.fileno())
-    return FileDigest(digest.hexdigest(), size, (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        status = os.fstat(handle.fileno())
+    identity = (status.st_ino, status.st_size, status.st_mtime_ns)
+    if size <= max_bytes:
+        return FileDigest(digest.hexdigest(), size, identity)
+    # Two large files with the same first bytes and size count as the same file.
+    digest.update(f"\0size={status.st_size}".encode())
+    return FileDigest(digest.hexdigest(), max(size, status.st_size), identity, over_limit=True)
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -81,7 +139,7 @@ def move_file(source: Path, destination: Path) -> None:
 
 def _copy_then_remove(source: Path, destination: Path) -> None:
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
-    with open(source, "rb") as reader, open(temporary, "wb") as writer:
+    with open_regular(source) as reader, open(temporary, "wb") as writer:
         shutil.copyfileobj(reader, writer, HASH_CHUNK_BYTES)
         writer.flush()
         os.fsync(writer.fileno())
@@ -90,9 +148,32 @@ def _copy_then_remove(source: Path, destination: Path) -> None:
 
 
 def free_name(folder: Path, name: str, tag: str) -> Path:
-    """`folder/name`, or `folder/stem-tag.ext` when that name is already taken."""
+    """`folder/name`, or `folder/stem-tag.ext` when that name is already taken; short enough
+    for the tag and an error note's suffix to fit the filesystem's limit on a name."""
+    name = fit_name(name, MAX_NAME_BYTES - len(ERROR_NOTE_SUFFIX) - _TAG_BYTES)
     candidate = folder / name
-    if not candidate.exists():
+    if not os.path.lexists(candidate):
         return candidate
     plain = Path(name)
-    return folder / f"{plain.stem}-{tag}{plain.suffix}"
+    return folder / f"{plain.stem}-{tag[:12]}{plain.suffix}"
+
+
+def error_note(failed_file: Path) -> Path:
+    """The note beside a file in failed/ that says why it failed."""
+    return failed_file.with_name(failed_file.name + ERROR_NOTE_SUFFIX)
+
+
+def remove_stale_temporaries(folders: list[Path]) -> int:
+    """Delete the temporaries of `write_atomically` and `move_file` that a kill left behind in
+    the daemon's own folders; returns how many. Only at start, while nothing writes them."""
+    removed = 0
+    for top in folders:
+        for folder, _subfolders, names in os.walk(top):
+            for name in names:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    try:
+                        os.unlink(os.path.join(folder, name))
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
+    return removed

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from daemon.errors import PipelineError
 from daemon.pipeline import PreparedImage
@@ -30,8 +30,9 @@ class KnownImage:
     hash_ms: float | None
     status: str
     filename: str
-    inbox_path: str | None
+    inbox_path: str | None  # as stored (models.names.stored_name)
     stored_path: str | None
+    error_kind: str | None
 
 
 _KNOWN_COLUMNS = [
@@ -43,6 +44,7 @@ _KNOWN_COLUMNS = [
     images.c.filename,
     images.c.inbox_path,
     images.c.stored_path,
+    images.c.error_kind,
 ]
 
 
@@ -72,14 +74,34 @@ def update_image(connection: Connection, image_id: int, values: dict[str, Any]) 
     connection.execute(update(images).where(images.c.id == image_id).values(**values))
 
 
-def claim(connection: Connection, image_id: int) -> bool:
-    """pending -> processing; False if the image is not pending (already taken or finished)."""
+def claim(connection: Connection, image_id: int, *, resume: bool = False) -> bool:
+    """pending -> processing; False if the image is not pending (already taken or finished).
+
+    `resume`: the daemon already holds it (an environment fault held it back, and putting it
+    back to pending may have failed too), so `processing` is taken as well.
+    """
+    statuses = ("pending", "processing") if resume else ("pending",)
     result = connection.execute(
         update(images)
-        .where(images.c.id == image_id, images.c.status == "pending")
+        .where(images.c.id == image_id, images.c.status.in_(statuses))
         .values(status="processing", error=None, error_kind=None)
     )
     return result.rowcount == 1
+
+
+def back_to_pending(connection: Connection, image_id: int, *, inbox_path: str | None, stored_path: str | None) -> None:
+    """An image held back by a fault of the environment: pending again, with where its bytes
+    are now, whatever an interrupted finish had already written."""
+    connection.execute(
+        update(images)
+        .where(images.c.id == image_id)
+        .values(status="pending", inbox_path=inbox_path, stored_path=stored_path, error=None, error_kind=None)
+    )
+
+
+def delete_image(connection: Connection, image_id: int) -> None:
+    """Remove a row whose bytes no longer exist (rewritten in the inbox before it finished)."""
+    connection.execute(delete(images).where(images.c.id == image_id))
 
 
 def reset_interrupted(connection: Connection) -> int:
@@ -200,7 +222,9 @@ def write_heartbeat(
     caption_model: str | None,
     caption_device: str | None,
     caption_status: str | None,
+    problem: str | None = None,
 ) -> None:
+    """The daemon is alive (and not stopped), runs this model, and waits out `problem` if any."""
     values = {
         "pid": pid,
         "started_at": started_at,
@@ -208,7 +232,15 @@ def write_heartbeat(
         "caption_model": caption_model,
         "caption_device": caption_device,
         "caption_status": caption_status,
+        "problem": problem,
+        "stopped_at": None,
     }
     changed = connection.execute(update(daemon_state).where(daemon_state.c.id == 1).values(**values))
     if changed.rowcount == 0:
         connection.execute(insert(daemon_state).values(id=1, **values))
+
+
+def write_stopped(connection: Connection) -> None:
+    """A clean stop: readers show the daemon as stopped at once, not when its heartbeat ages."""
+    now = utcnow()
+    connection.execute(update(daemon_state).where(daemon_state.c.id == 1).values(stopped_at=now, heartbeat_at=now, problem=None))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from models.queries import HEARTBEAT_STALE_S, DaemonStatus, Stats
+from models.queries import DaemonStatus, Stats
 
 
 def _ms(value: float) -> str:
@@ -40,6 +40,8 @@ def stats_table(stats: Stats, daemon: DaemonStatus | None, *, now: datetime) -> 
         lines.append(f"{'daemon':<14}never started")
     else:
         age = daemon.heartbeat_age_s(now)
-        state = "running" if age <= HEARTBEAT_STALE_S else "not running"
+        state = {"stale": "not running"}.get(daemon.state(now), daemon.state(now))
         lines.append(f"{'daemon':<14}{state} (pid {daemon.pid}, last heartbeat {age:,.0f} s ago)")
+        if stats.problem:
+            lines.append(f"{'problem':<14}{stats.problem}")
     return lines

@@ -62,14 +62,17 @@ class IgnoreRules:
 
 
 def iter_inbox_files(inbox: Path, rules: IgnoreRules, *, recursive: bool) -> Iterator[Path]:
-    """Every file in the inbox that is not ignored, skipping ignored folders entirely."""
+    """Every entry of the inbox that is not a folder and not ignored, skipping ignored folders
+    entirely. Symlinks, FIFOs and devices are found too, so the daemon can say it skips them; a
+    symlink to a folder is never followed."""
     for folder, subfolders, names in os.walk(inbox):
-        subfolders[:] = sorted(name for name in subfolders if recursive and not rules.ignored_name(name))
-        for name in sorted(names):
+        links = [name for name in subfolders if os.path.islink(os.path.join(folder, name))]
+        subfolders[:] = sorted(
+            name for name in subfolders if recursive and name not in links and not rules.ignored_name(name)
+        )
+        for name in sorted(names + links):
             if not rules.ignored_name(name):
-                path = Path(folder, name)
-                if path.is_file():
-                    yield path
+                yield Path(folder, name)
 
 
 def filesystem_type(path: Path) -> str | None:
@@ -125,6 +128,10 @@ class StabilityTracker:
         self._stale_s = max(30.0, 10 * settle_s)
         self._on_complete = on_complete
         self._candidates: dict[Path, _Candidate] = {}
+        # When each path was last taken on a close or a move: one that changes again within the
+        # settle time has a writer that opens, appends and closes it in turns, and is taken
+        # only once it has been still for the settle time.
+        self._taken_at: dict[Path, float] = {}
         # Files taken off `_candidates` and not yet handed over: still counted by tracked(),
         # or the daemon's wait_idle could see nothing settling and nothing outstanding while
         # they are between the two, and return early (`htx daemon --once` would exit).
@@ -149,9 +156,27 @@ class StabilityTracker:
             return len(self._candidates) + self._handing_over
 
     def complete(self, path: Path) -> None:
+        """Closed after writing, or moved in: complete at once, unless it was taken so recently
+        that its writer is evidently not done with it."""
+        now = time.monotonic()
         with self._lock:
-            self._candidates.pop(path, None)
-        self._on_complete(path)
+            taken_at = self._taken_at.get(path)
+            if taken_at is not None and now - taken_at < self._settle_s:
+                self._taken_at[path] = now
+                resettle = True
+            else:
+                self._candidates.pop(path, None)
+                self._taken_at[path] = now
+                resettle = False
+        if resettle:
+            self._track(path, writing=False, resettle=True)
+        else:
+            self._on_complete(path)
+
+    def recheck(self, path: Path) -> None:
+        """Look at a file again once it has been still for the settle time (the daemon gave it
+        back: it was rewritten while processed)."""
+        self._track(path, writing=False, resettle=True)
 
     def forget(self, path: Path) -> None:
         with self._lock:
@@ -177,7 +202,7 @@ class StabilityTracker:
             if path in self._candidates:
                 return
         try:
-            stat = path.stat()
+            stat = os.lstat(path)
         except OSError:
             return
         if time.time() - stat.st_mtime >= self._settle_s:
@@ -185,9 +210,10 @@ class StabilityTracker:
         else:
             self._track(path, writing=False)
 
-    def _track(self, path: Path, *, writing: bool) -> None:
+    def _track(self, path: Path, *, writing: bool, resettle: bool = False) -> None:
+        """Watch `path` until it is complete; `resettle`: by stillness alone, not by a close."""
         try:
-            stat = path.stat()
+            stat = os.lstat(path)
         except OSError:
             return
         with self._lock:
@@ -195,7 +221,7 @@ class StabilityTracker:
             if candidate is None:
                 self._candidates[path] = _Candidate(stat.st_size, stat.st_mtime_ns, time.monotonic(), writing)
             else:
-                candidate.writing = candidate.writing or writing
+                candidate.writing = writing if resettle else candidate.writing or writing
                 candidate.changed_at = time.monotonic()
             self._lock.notify_all()
 
@@ -206,8 +232,11 @@ class StabilityTracker:
                 if self._stopping:
                     return
                 self._lock.wait(tick)
-                due = self._due(time.monotonic())
+                now = time.monotonic()
+                due = self._due(now)
                 self._handing_over = len(due)
+                if len(self._taken_at) > 1000:
+                    self._taken_at = {path: at for path, at in self._taken_at.items() if now - at < self._settle_s}
             for path in due:
                 self._on_complete(path)
                 with self._lock:
@@ -222,7 +251,7 @@ class StabilityTracker:
             if quiet_for < needed:
                 continue
             try:
-                stat = path.stat()
+                stat = os.lstat(path)
             except OSError:
                 del self._candidates[path]
                 continue
@@ -330,7 +359,7 @@ class InboxWatcher:
             self._observer.start()
 
     def stop(self) -> None:
-        if self._observer is not None:
+        if self._observer is not None and self._observer.is_alive():
             self._observer.stop()
             self._observer.join()
         self._tracker.stop()
@@ -346,3 +375,7 @@ class InboxWatcher:
     def settling(self) -> int:
         """Files seen but not yet complete."""
         return self._tracker.tracked()
+
+    def recheck(self, path: Path) -> None:
+        """Offer `path` again once it has been still for the settle time."""
+        self._tracker.recheck(path)

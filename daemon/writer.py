@@ -9,6 +9,9 @@ from concurrent.futures import Future
 from typing import TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from daemon.errors import database_fault
 
 T = TypeVar("T")
 
@@ -26,6 +29,10 @@ class DatabaseWriter:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         """Finish the writes already asked for, then stop."""
         if self._thread.is_alive():
@@ -33,12 +40,22 @@ class DatabaseWriter:
             self._thread.join()
 
     def call(self, write: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """Run `write(connection, *args, **kwargs)` in its own transaction; return its result."""
+        """Run `write(connection, *args, **kwargs)` in its own transaction; return its result.
+
+        A database that cannot be opened or written (locked, full, unreachable, corrupt) raises
+        an EnvironmentFault: no image is to blame for it.
+        """
         if not self._thread.is_alive():
             raise RuntimeError("the database writer is not running")
         future: Future[T] = Future()
         self._tasks.put((future, write, args, kwargs))
-        return future.result()
+        try:
+            return future.result()
+        except DatabaseError as error:
+            # Its other kinds (integrity, programming errors) are bugs, and stay what they are.
+            if isinstance(error, OperationalError) or type(error) is DatabaseError:
+                raise database_fault(error) from error
+            raise
 
     def _run(self) -> None:
         while True:

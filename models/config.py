@@ -65,6 +65,8 @@ class PipelineConfig:
     max_file_bytes: int = field(default=100 * 1024 * 1024, metadata=_at_least(1))
     max_pixels: int = field(default=89_478_485, metadata=_at_least(1))
     workers: int = field(default=0, metadata=_at_least(0))
+    # Decoded pixels held at once by all workers together (MiB): a large image waits its turn.
+    decode_memory_mb: int = field(default=1024, metadata=_at_least(1))
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,10 @@ class ApiConfig:
     upload_token: str = ""
     access_log: bool = False
     register_timeout_s: float = field(default=5.0, metadata=_at_least(0))
+    # Host names (or addresses) the API answers to besides the loopback names and public_url's.
+    allowed_hosts: tuple[str, ...] = ()
+    # Open client connections at once; more are refused, so the API keeps serving those it has.
+    max_connections: int = field(default=1000, metadata=_at_least(1))
 
 
 @dataclass(frozen=True)

@@ -261,10 +261,19 @@ class DaemonStatus:
     caption_model: str | None
     caption_device: str | None
     caption_status: str | None
+    problem: str | None = None  # a fault of the environment it is waiting out
+    stopped_at: datetime | None = None  # when it stopped cleanly; None while it runs
 
     def heartbeat_age_s(self, now: datetime) -> float:
         """Seconds since the last heartbeat; `now` is naive UTC, as stored."""
         return (now - self.heartbeat_at).total_seconds()
+
+    def state(self, now: datetime) -> str:
+        """"running", "stopped" (a clean stop), or "stale" (no heartbeat for a while: killed,
+        hung, or unable to write the database)."""
+        if self.stopped_at is not None:
+            return "stopped"
+        return "stale" if self.heartbeat_age_s(now) > HEARTBEAT_STALE_S else "running"
 
 
 def daemon_status(connection: Connection) -> DaemonStatus | None:
@@ -278,6 +287,8 @@ def daemon_status(connection: Connection) -> DaemonStatus | None:
         caption_model=row["caption_model"],
         caption_device=row["caption_device"],
         caption_status=row["caption_status"],
+        problem=row["problem"],
+        stopped_at=row["stopped_at"],
     )
 
 
@@ -292,10 +303,11 @@ def data_version(connection: Connection) -> int:
     return connection.exec_driver_sql("PRAGMA data_version").scalar_one()
 
 
-def health(connection: Connection) -> tuple[str | None, DaemonStatus | None]:
-    """The schema revision and the daemon's last heartbeat (None before it first ran)."""
+def health(connection: Connection, schema_head: str) -> tuple[str | None, DaemonStatus | None]:
+    """The schema revision and the daemon's last heartbeat (None before it first ran, or when
+    the schema is not `schema_head`, whose columns the read expects)."""
     revision = schema_revision(connection)
-    return revision, (daemon_status(connection) if revision is not None else None)
+    return revision, (daemon_status(connection) if revision == schema_head else None)
 
 
 # -- statistics -------------------------------------------------------------------------------
@@ -324,6 +336,7 @@ class Stats:
     processed_last_hour: int
     caption_model: str | None
     caption_device: str | None
+    problem: str | None = None  # what the daemon is waiting out, as it last said
 
     @property
     def total(self) -> int:
@@ -383,4 +396,5 @@ def stats(connection: Connection, *, now: datetime) -> Stats:
         processed_last_hour=connection.execute(_PROCESSED_SINCE, {"since": now - timedelta(hours=1)}).scalar_one(),
         caption_model=state.caption_model if state else None,
         caption_device=state.caption_device if state else None,
+        problem=state.problem if state and state.stopped_at is None else None,
     )

@@ -110,6 +110,10 @@ class DaemonState(Base):
     caption_model: Mapped[str | None] = mapped_column(Text)
     caption_device: Mapped[str | None] = mapped_column(String(32))
     caption_status: Mapped[str | None] = mapped_column(Text)
+    # A fault of the environment being waited out ("data disk full"); None when all is well.
+    problem: Mapped[str | None] = mapped_column(Text)
+    # Set by a clean stop, cleared at start.
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ImageTotals(Base):
