@@ -47,13 +47,12 @@ def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
     stop = stop_event_on_signals()
     try:
         # Waits out a full disk or a locked database, saying so once, until stopped.
-        if not daemon.start(stop):
-            return EXIT_OK
-        if args.once:
+        started = daemon.start(stop)
+        if started and args.once:
             while not daemon.wait_idle(timeout=0.5):
                 if stop.is_set():
                     break
-        else:
+        elif started:
             daemon.run(stop, SystemdNotifier.from_environment())
     finally:
         daemon.stop()

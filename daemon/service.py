@@ -157,7 +157,7 @@ class Daemon:
             except EnvironmentFault as fault:
                 if stop is None:
                     raise
-                self._outage.report(fault)
+                self._report(fault)
                 if not self._outage.pause(stop):
                     return False
         self._outage.resolve()
@@ -273,9 +273,10 @@ class Daemon:
                 try:
                     self._queue_pending_images(stored_only=True)
                 except EnvironmentFault as fault:
-                    self._outage.report(fault)
+                    self._report(fault)
             if time.monotonic() >= next_rescan:
-                self.watcher.scan()
+                found = self.watcher.scan()
+                log.debug("rescanned the inbox: %d file(s)", found)
                 next_rescan = time.monotonic() + rescan_s
         notifier.stopping()
 
@@ -325,11 +326,19 @@ class Daemon:
             problem=self._outage.problem,
         )
 
+    def _report(self, fault: EnvironmentFault) -> None:
+        """Hold work back for `fault`; named for its cause when that is a full data disk, which
+        SQLite reports as an I/O error when it cannot even make its journal files."""
+        problem = data_disk_problem(self.config.data_dir)
+        if problem is not None and problem != fault.problem:
+            fault = EnvironmentFault(problem, fault.detail)
+        self._outage.report(fault)
+
     def _try_heartbeat(self) -> bool:
         try:
             self.heartbeat()
         except EnvironmentFault as fault:
-            self._outage.report(fault)
+            self._report(fault)
             return False
         return True
 
@@ -448,7 +457,7 @@ class Daemon:
                 try:
                     job = self._register(arrival)
                 except EnvironmentFault as fault:
-                    self._outage.report(fault)
+                    self._report(fault)
                     continue
                 except Exception:
                     log.exception("could not register %s", display_name(self._relative(arrival[0]), keep_folders=True))
@@ -549,7 +558,7 @@ class Daemon:
             try:
                 taken_over = self._process(job)
             except EnvironmentFault as fault:
-                self._outage.report(fault)
+                self._report(fault)
                 self._hold(job)
                 taken_over = True  # held, not released
             except Exception:
@@ -625,7 +634,7 @@ class Daemon:
         try:
             self._finish(task.job, task.image_format, task.started, values)
         except EnvironmentFault as fault:
-            self._outage.report(fault)
+            self._report(fault)
             self._hold(task.job)  # made again, caption too, once the fault is gone
             return
         except Exception:

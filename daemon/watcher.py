@@ -34,6 +34,8 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from daemon.errors import NotRegularFile
+from daemon.files import open_regular
 from models.config import WatchConfig
 
 log = logging.getLogger(__name__)
@@ -103,12 +105,41 @@ def choose_mode(inbox: Path, configured: str) -> str:
     return "inotify"
 
 
+_JPEG_START = b"\xff\xd8\xff"
+_JPEG_END = b"\xff\xd9"
+_PNG_START = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"
+_TAIL_BYTES = 64
+
+
+def looks_whole(path: Path) -> bool:
+    """False for a JPEG or PNG whose last bytes are not its format's end marker: a writer that
+    closes it between appends is not done. Anything else counts as whole; whether it is a good
+    image is for the pipeline to say. Reads 8 bytes at the start and 64 at the end."""
+    try:
+        with open_regular(path) as handle:
+            head = handle.read(len(_PNG_START))
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(max(0, size - _TAIL_BYTES))
+            tail = handle.read(_TAIL_BYTES).rstrip(b"\x00")  # some writers pad after the end
+    except (OSError, NotRegularFile):
+        return True
+    if head.startswith(_JPEG_START):
+        return _JPEG_END in tail
+    if head.startswith(_PNG_START):
+        return tail.endswith(_PNG_END)
+    return True
+
+
 @dataclass
 class _Candidate:
     size: int
     mtime_ns: int
     changed_at: float  # monotonic time of the last event or observed change
     writing: bool  # someone has it open or wrote to it: with inotify, wait for the close
+    # Closed at least once already: an open alone is a reader now (the daemon's own look at
+    # the file's end among them), not a writer to wait for.
+    closed: bool = False
 
 
 class StabilityTracker:
@@ -173,6 +204,14 @@ class StabilityTracker:
         else:
             self._on_complete(path)
 
+    def closed(self, path: Path) -> None:
+        """Closed after writing: complete, unless it is an image that does not end yet (its
+        writer appends and closes in turns), which is taken once still for the settle time."""
+        if looks_whole(path):
+            self.complete(path)
+        else:
+            self._track(path, writing=False, resettle=True)
+
     def recheck(self, path: Path) -> None:
         """Look at a file again once it has been still for the settle time (the daemon gave it
         back: it was rewritten while processed)."""
@@ -189,7 +228,7 @@ class StabilityTracker:
         """Only matters for a file just created: its creator still has it open."""
         with self._lock:
             candidate = self._candidates.get(path)
-            if candidate is not None:
+            if candidate is not None and not candidate.closed:
                 candidate.writing = True
                 candidate.changed_at = time.monotonic()
 
@@ -219,10 +258,11 @@ class StabilityTracker:
         with self._lock:
             candidate = self._candidates.get(path)
             if candidate is None:
-                self._candidates[path] = _Candidate(stat.st_size, stat.st_mtime_ns, time.monotonic(), writing)
+                candidate = self._candidates[path] = _Candidate(stat.st_size, stat.st_mtime_ns, time.monotonic(), writing)
             else:
                 candidate.writing = writing if resettle else candidate.writing or writing
                 candidate.changed_at = time.monotonic()
+            candidate.closed = candidate.closed or resettle
             self._lock.notify_all()
 
     def _run(self) -> None:
@@ -301,7 +341,7 @@ class _InboxEventHandler(FileSystemEventHandler):
         if path is None:
             return
         if isinstance(event, FileClosedEvent):
-            self._tracker.complete(path)
+            self._tracker.closed(path)
         elif isinstance(event, FileCreatedEvent):
             self._tracker.created(path)
         elif isinstance(event, FileOpenedEvent):

@@ -140,3 +140,13 @@ def write_config_file(config: Config, path: Path, extra: str = "") -> Path:
 def htx_command(config_file: Path, *args: str) -> list[str]:
     """The `htx` command line, run with this interpreter."""
     return [sys.executable, "-m", "daemon.cli", "--config", str(config_file), *args]
+
+
+def write_toml(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """A configuration file from {section: {key: value}} (strings, numbers, booleans, lists)."""
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path

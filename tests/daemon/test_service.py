@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-
 import logging
+import os
 import shutil
 
+import pytest
 from sqlalchemy import select
 
 import daemon.service as service_module
@@ -17,6 +18,7 @@ from daemon.writer import DatabaseWriter
 from models import migrate
 from models.config import Config
 from models.db import make_engine
+from models.names import display_name, stored_name
 from models.tables import DaemonState
 from tests.daemon.test_watcher import distinct_jpeg
 from tests.helpers import CORPUS_DIR, copy_in, finished, read_images, wait_for
@@ -120,17 +122,19 @@ def _prepare_database(config: Config) -> DatabaseWriter:
     return writer
 
 
-def test_restart_after_a_crash_mid_processing_finishes_the_image(config: Config, start_daemon) -> None:
+# The second: a name from a Latin-1 client, which is no UTF-8 text, as the database keeps it.
+@pytest.mark.parametrize("name", ["interrupted.jpg", os.fsdecode(b"caf\xe9.jpg")])
+def test_restart_after_a_crash_mid_processing_finishes_the_image(config: Config, start_daemon, name: str) -> None:
     # The state a kill -9 leaves: the row says processing, the file is still in the inbox.
     config.inbox_dir.mkdir(parents=True)
-    shutil.copyfile(CORPUS_DIR / "flower.jpg", config.inbox_dir / "interrupted.jpg")
+    shutil.copyfile(CORPUS_DIR / "flower.jpg", config.inbox_dir / name)
     writer = _prepare_database(config)
-    digest = hash_file(config.inbox_dir / "interrupted.jpg", config.pipeline.max_file_bytes)
+    digest = hash_file(config.inbox_dir / name, config.pipeline.max_file_bytes)
     image_id = writer.call(
         records.insert_pending,
         sha256=digest.sha256,
-        filename="interrupted.jpg",
-        inbox_path="interrupted.jpg",
+        filename=display_name(name, keep_folders=True),
+        inbox_path=stored_name(name),
         size_bytes=digest.size_bytes,
         hash_ms=1.0,
     )

@@ -1,0 +1,214 @@
+"""A real `htx daemon` and `htx api` while the data disk fills up or a data folder is broken:
+images wait (never failed for it), the daemon backs off quietly, /healthz and /api/stats say
+what is wrong, and everything resumes by itself once the cause is gone."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models import config as config_module
+from models.config import Config
+from tests.api.live import Htx, free_port
+from tests.helpers import copy_in, read_images, wait_for, write_toml
+
+PHOTOS = 4
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs to fill up (root only)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill up (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def _config(folder: Path, data_dir: Path, inbox: Path) -> tuple[Path, Config]:
+    config_file = write_toml(
+        folder / "htx.toml",
+        {
+            "paths": {"data_dir": str(data_dir), "inbox": str(inbox)},
+            "watch": {"settle_ms": 200, "rescan_s": 0},
+            "pipeline": {"workers": 2},
+            "caption": {"model": "none"},
+            "api": {"port": free_port()},
+        },
+    )
+    return config_file, config_module.load(config_file)
+
+
+def fill(folder: Path) -> Path:
+    """Write one file until the filesystem has no room left; returns it."""
+    filler = folder / "filler"
+    try:
+        with open(filler, "wb") as handle:
+            while True:
+                handle.write(b"\xff" * 65536)
+                handle.flush()
+    except OSError as error:
+        assert error.errno == errno.ENOSPC, error
+    return filler
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def health(api: Htx) -> tuple[int, dict]:
+    response = httpx.get(f"{api.base_url}/healthz", timeout=5)
+    return response.status_code, response.json()
+
+
+def _saying(api: Htx, problem: str | None) -> bool:
+    try:
+        status, body = health(api)
+    except httpx.HTTPError:
+        return False
+    return body.get("problem") == problem and (status == 503) == (problem is not None)
+
+
+def _done(config: Config, count: int) -> bool:
+    rows = read_images(config)
+    return len(rows) == count and all(row["status"] == "done" for row in rows)
+
+
+def test_a_full_data_disk_is_waited_out_and_no_image_fails_for_it(
+    small_disk: Path, tmp_path: Path, photo_files: list[Path]
+) -> None:
+    inbox = tmp_path / "inbox"  # on another disk, as a Samba share or an rsync target may be
+    config_file, config = _config(tmp_path, small_disk / "data", inbox)
+    daemon = Htx(config_file, "daemon")
+    api = Htx(config_file, "api")
+    try:
+        api.wait_healthy()
+        filler = fill(small_disk)
+        for photo in photo_files[:PHOTOS]:
+            copy_in(photo, inbox / photo.name)
+
+        wait_for(lambda: "data disk full" in daemon.log(), what="the daemon to say the disk is full")
+        wait_for(lambda: _saying(api, "data disk full"), what="/healthz to say the disk is full")
+        stats = httpx.get(f"{api.base_url}/api/stats", timeout=5).json()
+        assert stats["problem"] == "data disk full"
+        # Backing off, not spinning: a second of CPU time over three is a busy loop.
+        before = cpu_seconds(daemon.process.pid)
+        time.sleep(3)  # a measuring window, not a wait for anything
+        assert cpu_seconds(daemon.process.pid) - before < 0.5
+        rows = read_images(config)
+        assert {row["status"] for row in rows} <= {"pending", "processing"}
+        log = daemon.log()
+        assert log.count("images wait in the queue") == 1, log
+        assert "Traceback" not in log
+
+        filler.unlink()
+        wait_for(lambda: _done(config, PHOTOS), timeout=60, what="every image to be done once there is room")
+        wait_for(lambda: _saying(api, None), what="/healthz to be ok again")
+        assert "data disk full: resolved after" in daemon.log()
+        assert os.listdir(inbox) == []
+        assert not [path for path in config.thumbnails_dir.rglob("*.tmp")]
+        assert daemon.stop() == 0
+    finally:
+        daemon.stop()
+        api.stop()
+
+
+def test_a_disk_full_at_start_is_waited_out_and_a_stop_is_still_prompt(
+    small_disk: Path, tmp_path: Path, photo_files: list[Path]
+) -> None:
+    inbox = tmp_path / "inbox"
+    config_file, config = _config(tmp_path, small_disk / "data", inbox)
+    first = Htx(config_file, "daemon")
+    wait_for(lambda: "watching" in first.log(), what="a first start")
+    assert first.stop() == 0
+    filler = fill(small_disk)
+
+    stopped_early = Htx(config_file, "daemon")
+    wait_for(lambda: "data disk full" in stopped_early.log(), what="the daemon to say the disk is full")
+    asked = time.monotonic()
+    assert stopped_early.stop() == 0
+    assert time.monotonic() - asked < 5
+
+    copy_in(photo_files[0], inbox / "first.jpg")
+    earlier = len(first.log())  # the runs share one log file
+    daemon = Htx(config_file, "daemon")
+    try:
+        wait_for(lambda: "data disk full" in daemon.log()[earlier:], what="the daemon to say the disk is full")
+        time.sleep(2)  # a window for a crash loop to show; the daemon must still be there after it
+        assert daemon.process.poll() is None, daemon.log()
+        assert daemon.log()[earlier:].count("images wait in the queue") == 1
+        filler.unlink()
+        wait_for(lambda: _done(config, 1), timeout=60, what="the image once there is room")
+        assert "Traceback" not in daemon.log()
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_thumbnails_replaced_by_a_file_holds_images_back_until_it_is_a_folder_again(
+    tmp_path: Path, photo_files: list[Path]
+) -> None:
+    config_file, config = _config(tmp_path, tmp_path / "data", tmp_path / "data" / "inbox")
+    daemon = Htx(config_file, "daemon")
+    api = Htx(config_file, "api")
+    try:
+        api.wait_healthy()
+        shutil.rmtree(config.thumbnails_dir)
+        config.thumbnails_dir.write_text("not a folder")
+        copy_in(photo_files[0], config.inbox_dir / "a.jpg")
+        problem = "a folder of the data folder is not a folder"
+        wait_for(lambda: _saying(api, problem), what="/healthz to name the problem")
+        assert [row["status"] for row in read_images(config)] in ([], ["pending"], ["processing"])
+        config.thumbnails_dir.unlink()
+        wait_for(lambda: _done(config, 1), timeout=60, what="the image once thumbnails/ can be made")
+        wait_for(lambda: _saying(api, None), what="/healthz to be ok again")
+        assert not list(config.failed_dir.iterdir())
+    finally:
+        daemon.stop()
+        api.stop()
+
+
+def test_temporaries_a_kill_left_are_removed_at_start(tmp_path: Path) -> None:
+    config_file, config = _config(tmp_path, tmp_path / "data", tmp_path / "data" / "inbox")
+    left = config.thumbnails_dir / "ab" / f".ab12-small.jpg.{os.getpid()}.tmp"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"half a thumbnail")
+    kept = config.thumbnails_dir / "ab" / "ab12-small.jpg"
+    kept.write_bytes(b"a thumbnail")
+    daemon = Htx(config_file, "daemon")
+    try:
+        wait_for(lambda: "watching" in daemon.log(), what="the daemon to start")
+        assert not left.exists() and kept.exists()
+        assert "removed 1 unfinished temporary file(s)" in daemon.log()
+    finally:
+        daemon.stop()
+
+
+def test_a_stopped_daemon_shows_as_stopped_at_once(tmp_path: Path) -> None:
+    config_file, _config_ = _config(tmp_path, tmp_path / "data", tmp_path / "data" / "inbox")
+    daemon = Htx(config_file, "daemon")
+    api = Htx(config_file, "api")
+    try:
+        assert api.wait_healthy()["daemon"] == "running"
+        assert daemon.stop(signal.SIGTERM) == 0
+        status, body = health(api)
+        assert (status, body["daemon"]) == (200, "stopped")
+    finally:
+        daemon.stop()
+        api.stop()
