@@ -212,3 +212,22 @@ def test_a_stopped_daemon_shows_as_stopped_at_once(tmp_path: Path) -> None:
     finally:
         daemon.stop()
         api.stop()
+
+
+def test_a_locked_database_is_waited_out(config: Config, start_daemon, monkeypatch, photo_files: list[Path]) -> None:
+    import sqlite3
+
+    from models import db as db_module
+
+    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_MS", 100)  # give up on the lock quickly
+    daemon = start_daemon(config)
+    locker = sqlite3.connect(config.data_dir / "htx.db", isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")  # another program holding the database
+        copy_in(photo_files[0], config.inbox_dir / "a.jpg")
+        wait_for(lambda: daemon.problem == "database is locked", what="the daemon to wait for the lock")
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    wait_for(lambda: _done(config, 1), what="the image once the lock is gone")
+    assert daemon.problem is None
