@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from api.context import ApiContext, Reader
 from api.docs import openapi_schema
 from api.errors import EXCEPTION_HANDLERS
 from api.gallery import gallery_routes, load_assets
+from api.hosts import HostAndOriginCheck
 from api.routes import ROUTES
 from api.uploads import remove_stale_parts
 from models.config import Config
@@ -54,6 +56,11 @@ def create_app(config: Config) -> Starlette:
             engine.dispose()
 
     routes = [*ROUTES, *gallery_routes(load_assets())]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(HostAndOriginCheck, api=config.api)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
     app.state.api = context
     return app

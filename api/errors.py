@@ -8,9 +8,10 @@ unexpected, which is logged here with its traceback and answered as a bare 500.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,8 +20,15 @@ from api.serialize import JsonResponse
 
 log = logging.getLogger("htx.api")
 
+# What reading the database raises: SQLAlchemy's errors, and sqlite3's own from the queries
+# that run on the raw cursor (models.queries). Their OperationalError: no file or no schema yet.
+DATABASE_ERRORS = (DatabaseError, sqlite3.DatabaseError)
+NOT_CREATED_YET = (OperationalError, sqlite3.OperationalError)
+
 UNSUPPORTED_MESSAGE = "Only JPEG and PNG files are allowed."
 DATABASE_UNAVAILABLE = "The database is not available (has the daemon been started?)."
+DATABASE_DAMAGED = "The database file is damaged or is not an HTX database: the server's log says more."
+DISK_FULL = "The server's disk is full: try again later."
 
 
 class ApiError(Exception):
@@ -65,6 +73,10 @@ class ServiceUnavailable(ApiError):
     status_code = 503
 
 
+class InsufficientStorage(ApiError):
+    status_code = 507
+
+
 def error_response(status_code: int, message: str, headers: Mapping[str, str] | None = None) -> JsonResponse:
     return JsonResponse({"error": message}, status_code=status_code, headers=headers)
 
@@ -84,9 +96,11 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
 
 async def _database_error(_request: Request, exc: Exception) -> Response:
     # No database file yet, or a schema the daemon has not created: the reader cannot work
-    # until the daemon has run. The detail stays in the log: it names server paths.
+    # until the daemon has run. Any other database error: the file is not a database, or is
+    # corrupt. The detail stays in the log: it names server paths.
     log.warning("database unavailable: %s", getattr(exc, "orig", exc))
-    return error_response(503, DATABASE_UNAVAILABLE, {"Retry-After": "5"})
+    message = DATABASE_UNAVAILABLE if isinstance(exc, NOT_CREATED_YET) else DATABASE_DAMAGED
+    return error_response(503, message, {"Retry-After": "5"})
 
 
 async def _internal_error(_request: Request, exc: Exception) -> Response:
@@ -97,6 +111,6 @@ async def _internal_error(_request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     HTTPException: _http_error,
-    OperationalError: _database_error,
+    **{error: _database_error for error in DATABASE_ERRORS},
     Exception: _internal_error,
 }

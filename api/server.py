@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import resource
 import signal
 
 import uvicorn
 
 from api.app import create_app
+from api.connections import ConnectionGuard, GuardedHttpToolsProtocol
 from models.config import Config
 
 log = logging.getLogger("htx.api")
 
+# uvicorn's default: how long a connection may idle between requests (capped by
+# api.header_timeout_s, the time allowed for a head once it has begun).
+KEEP_ALIVE_S = 5.0
+# Descriptors besides the client connections: the database, logs, listening sockets,
+# thumbnails being read, uploads being staged.
+OTHER_OPEN_FILES = 100
+
 
 def serve(config: Config) -> bool:
     """Serve until SIGINT or SIGTERM; False if the server could not start (port in use...)."""
+    api = config.api
+    allow_open_files(api.max_connections + OTHER_OPEN_FILES)
+    guard = ConnectionGuard(max_connections=api.max_connections, header_timeout_s=api.header_timeout_s)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(config),
-            host=config.api.host,
-            port=config.api.port,
+            host=api.host,
+            port=api.port,
             loop="uvloop",
-            http="httptools",
+            http=functools.partial(GuardedHttpToolsProtocol, guard=guard),  # type: ignore[arg-type]
+            ws="none",
+            timeout_keep_alive=min(KEEP_ALIVE_S, api.header_timeout_s),  # type: ignore[arg-type]
             lifespan="on",
             # A log line per request halves throughput (DESIGN.md): off unless asked for.
-            access_log=config.api.access_log,
+            access_log=api.access_log,
             # Our logging is already configured (daemon.logs); uvicorn's own would replace it.
             log_config=None,
             server_header=False,
@@ -42,3 +57,22 @@ def serve(config: Config) -> bool:
         log.error("the API could not start (exit status %s)", error.code)
         return False
     return server.started
+
+
+def allow_open_files(needed: int) -> int:
+    """Raise this process's soft limit on open files towards `needed` (as far as the hard limit
+    allows; many systems start services at 1024); warn when it stays short. Returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if raised > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "only %d open files are allowed, and api.max_connections needs about %d: raise the limit "
+            "(LimitNOFILE= in the systemd unit, ulimit -n) or lower api.max_connections",
+            soft,
+            needed,
+        )
+    return soft

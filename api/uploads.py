@@ -22,6 +22,8 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -30,14 +32,16 @@ import anyio
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import RowMapping
-from sqlalchemy.exc import OperationalError
 from starlette.requests import ClientDisconnect, Request
 
 from api.context import Reader
 from api.errors import (
+    DATABASE_ERRORS,
+    DISK_FULL,
     UNSUPPORTED_MESSAGE,
     BadRequest,
     ContentTooLarge,
+    InsufficientStorage,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -82,8 +86,17 @@ class StagedFile:
     format: str | None  # "JPEG" or "PNG" by the bytes; None for a damaged or empty file
 
     def discard(self) -> None:
-        self.handle.close()
-        self.path.unlink(missing_ok=True)
+        """Remove the staging file, whatever happens: closing flushes what is buffered, which
+        fails again on a full disk, and the file must go all the same."""
+        try:
+            self.handle.close()
+        except OSError:
+            pass  # its contents are being thrown away
+        finally:
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as error:  # left for remove_stale_parts at the next start
+                log.warning("could not remove the staged upload %s: %s", self.path.name, error.strerror)
 
 
 class _FileWriter:
@@ -212,20 +225,21 @@ async def receive(request: Request, config: Config) -> StagedFile:
     body_limit = limit + MULTIPART_ALLOWANCE
     boundary = _boundary(request)
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > body_limit:
         raise ContentTooLarge(f"The file is larger than the limit of {limit:,} bytes.")
     staging_dir = config.uploads_dir
-    staging_dir.mkdir(parents=True, exist_ok=True)
     upload = _UploadParser(staging_dir, limit)
     parser = MultipartParser(boundary, upload.callbacks())
     received = 0
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > body_limit:
-                raise ContentTooLarge(f"The file is larger than the limit of {limit:,} bytes.")
-            parser.write(chunk)
-        parser.finalize()
+        with refused_when_disk_full():
+            staging_dir.mkdir(parents=True, exist_ok=True)
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > body_limit:
+                    raise ContentTooLarge(f"The file is larger than the limit of {limit:,} bytes.")
+                parser.write(chunk)
+            parser.finalize()
         if upload.writer is None or not upload.complete:
             raise BadRequest(f'No file in the request: send the image in the multipart field "{FIELD}".')
         return upload.writer.staged()
@@ -307,29 +321,43 @@ def rename_noreplace(source: Path, destination: Path) -> None:
     os.rename(source, destination)
 
 
+@contextmanager
+def refused_when_disk_full() -> Iterator[None]:
+    """A full disk (or quota) under uploads/ or the inbox becomes 507, said in words: the
+    error itself names server paths."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        log.warning("upload refused: the data disk is full (%s)", error.strerror)
+        raise InsufficientStorage(DISK_FULL) from None
+
+
 def deliver(staged: StagedFile, config: Config) -> str:
     """Sync the staged file and rename it into the inbox; return its name there.
 
     Blocking (fsync): run it on a thread.
     """
-    staged.handle.flush()
-    os.fsync(staged.handle.fileno())
-    staged.handle.close()
-    inbox = config.inbox_dir
-    inbox.mkdir(parents=True, exist_ok=True)
-    name = inbox_name(staged.client_name, staged.sha256, staged.format, IgnoreRules(config.watch.ignore))
-    source = _same_filesystem(staged.path, inbox)
-    try:
-        for candidate in _candidates(name, staged.sha256):
-            try:
-                rename_noreplace(source, inbox / candidate)
-                return candidate
-            except FileExistsError:
-                continue
-        raise FileExistsError(errno.EEXIST, "no free name in the inbox", name)
-    finally:
-        source.unlink(missing_ok=True)
-        staged.path.unlink(missing_ok=True)
+    with refused_when_disk_full():
+        staged.handle.flush()
+        os.fsync(staged.handle.fileno())
+        staged.handle.close()
+        inbox = config.inbox_dir
+        inbox.mkdir(parents=True, exist_ok=True)
+        name = inbox_name(staged.client_name, staged.sha256, staged.format, IgnoreRules(config.watch.ignore))
+        source = _same_filesystem(staged.path, inbox)
+        try:
+            for candidate in _candidates(name, staged.sha256):
+                try:
+                    rename_noreplace(source, inbox / candidate)
+                    return candidate
+                except FileExistsError:
+                    continue
+            raise FileExistsError(errno.EEXIST, "no free name in the inbox", name)
+        finally:
+            source.unlink(missing_ok=True)
+            staged.path.unlink(missing_ok=True)
 
 
 def _same_filesystem(source: Path, inbox: Path) -> Path:
@@ -339,10 +367,14 @@ def _same_filesystem(source: Path, inbox: Path) -> Path:
     if os.stat(source).st_dev == os.stat(inbox).st_dev:
         return source
     copy = inbox / f".htx-upload-{secrets.token_hex(8)}.part"
-    with open(source, "rb") as reader, open(copy, "xb") as writer:
-        shutil.copyfileobj(reader, writer, 1024 * 1024)
-        writer.flush()
-        os.fsync(writer.fileno())
+    try:
+        with open(source, "rb") as reader, open(copy, "xb") as writer:
+            shutil.copyfileobj(reader, writer, 1024 * 1024)
+            writer.flush()
+            os.fsync(writer.fileno())
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        raise
     return copy
 
 
@@ -350,7 +382,7 @@ async def find_known(reader: Reader, sha256: str) -> RowMapping | None:
     """The record with these bytes, or None (also when there is no database yet)."""
     try:
         return await reader.run(queries.image_by_sha256, sha256)
-    except OperationalError:
+    except DATABASE_ERRORS:  # none yet, or damaged: the upload still waits in the inbox
         return None
 
 

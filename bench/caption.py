@@ -111,7 +111,7 @@ def load_images(count: int, edge: int) -> list[Any]:
         decoded = decode(path, max_pixels=89_478_485, box=edge)
         metadata = extract_metadata(decoded, path.stat().st_size)
         images.append(caption_image(decoded.image, metadata.orientation, edge))
-        decoded.image.close()
+        decoded.close()
     return images
 
 

@@ -7,10 +7,12 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-from daemon.errors import CorruptImage, TooLarge, UnsupportedFormat
+from daemon.errors import CorruptImage, NotRegularFile, SourceChanged, TooLarge, UnsupportedFormat
+from daemon.files import open_regular
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SNIFF_BYTES = 32
@@ -88,7 +90,10 @@ def configure_pillow(max_pixels: int) -> None:
 
 @dataclass
 class DecodedImage:
-    """A file opened, checked and decoded once; `image` may be reduced by JPEG draft mode."""
+    """A file opened and checked by `open_image`, its pixels decoded by `load` (once).
+
+    `image` may be reduced by JPEG draft mode: its size is what `load` decodes.
+    """
 
     image: Image.Image
     format: str  # "JPEG" or "PNG", by the bytes (an MPO is a JPEG)
@@ -96,13 +101,43 @@ class DecodedImage:
     height: int
     mode: str  # of the original, as Pillow reports it
     info: dict
+    # The file, opened by the daemon (Pillow does not close what it did not open).
+    handle: BinaryIO | None = None
+
+    @property
+    def pixel_bytes(self) -> int:
+        """Memory the decoded pixels take (known from the header, before `load`)."""
+        return pixel_bytes(self.image.size, self.image.mode)
+
+    def load(self) -> None:
+        """Decode the pixels; CorruptImage (and the file closed) if they cannot be."""
+        try:
+            self.image.load()
+        except (OSError, ValueError, SyntaxError, zlib.error, EOFError, IndexError) as error:
+            self.close()
+            raise CorruptImage(_describe(error)) from error
+
+    def close(self) -> None:
+        """Free the pixels (and the file of a multi-frame MPO or APNG, kept open until then)."""
+        self.image.close()
+        if self.handle is not None:
+            self.handle.close()
 
     def __enter__(self) -> DecodedImage:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        # Multi-frame files (MPO, APNG) keep their file open until closed.
-        self.image.close()
+        self.close()
+
+
+def pixel_bytes(size: tuple[int, int], mode: str) -> int:
+    """Bytes Pillow allocates for an image: 1 per pixel for 1, L and P, 2 for 16-bit grey, and
+    4 for every other mode (RGB too is stored in 4 bytes a pixel)."""
+    width, height = size
+    return width * height * _BYTES_PER_PIXEL.get(mode, 4)
+
+
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
 # Pillow puts the file name into some messages; never let a server path reach a record.
@@ -115,16 +150,41 @@ def _describe(error: BaseException) -> str:
 
 
 def decode(path: Path, *, max_pixels: int, box: int) -> DecodedImage:
-    """Open `path` as JPEG or PNG, check its pixel count, and decode it.
+    """`open_image` and `load` in one: the file checked and decoded."""
+    opened = open_image(path, max_pixels=max_pixels, box=box)
+    opened.load()
+    return opened
 
-    Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale (Pillow's `draft`), still at least `box`
-    pixels on each side, which is all the thumbnails and the caption model need.
+
+def open_image(path: Path, *, max_pixels: int, box: int) -> DecodedImage:
+    """Open `path` as JPEG or PNG and check its pixel count, reading only the header.
+
+    Large JPEGs are set to decode at 1/2, 1/4 or 1/8 scale (Pillow's `draft`), still at least
+    `box` pixels on each side, which is all the thumbnails and the caption model need; the
+    returned image's size is already the reduced one, so the memory a decode will take is known
+    before it starts (`DecodedImage.pixel_bytes`). Nothing is decoded until `load`.
     """
-    with open(path, "rb") as handle:
-        head = handle.read(SNIFF_BYTES)
+    # Opened as the hash was: never through a symlink, never anything but a regular file (one
+    # swapped in since the hash is no longer the bytes that were hashed).
+    try:
+        handle = open_regular(path)
+    except NotRegularFile:
+        raise SourceChanged() from None
+    except PermissionError:
+        raise SourceChanged() from None
+    try:
+        return _open_checked(handle, max_pixels=max_pixels, box=box)
+    except BaseException:
+        handle.close()
+        raise
+
+
+def _open_checked(handle: BinaryIO, *, max_pixels: int, box: int) -> DecodedImage:
+    head = handle.read(SNIFF_BYTES)
+    handle.seek(0)
     sniffed = sniff_format(head)
     try:
-        image = Image.open(path, formats=("JPEG", "PNG"))
+        image = Image.open(handle, formats=("JPEG", "PNG"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise TooLarge(_bomb_detail(error, max_pixels)) from error
     except UnidentifiedImageError as error:
@@ -140,12 +200,7 @@ def decode(path: Path, *, max_pixels: int, box: int) -> DecodedImage:
     info = dict(image.info)
     if sniffed == "JPEG":
         image.draft(None, (box, box))
-    try:
-        image.load()
-    except (OSError, ValueError, SyntaxError, zlib.error, EOFError, IndexError) as error:
-        image.close()
-        raise CorruptImage(_describe(error)) from error
-    return DecodedImage(image=image, format=sniffed, width=width, height=height, mode=mode, info=info)
+    return DecodedImage(image=image, format=sniffed, width=width, height=height, mode=mode, info=info, handle=handle)
 
 
 def _bomb_detail(error: BaseException, max_pixels: int) -> str:

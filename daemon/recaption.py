@@ -41,7 +41,7 @@ def caption_input(config: Config, stored: records.StoredImage, edge: int) -> Ima
         orientation = extract_metadata(decoded, stored.size_bytes).orientation
         return caption_image(decoded.image, orientation, edge)
     finally:
-        decoded.image.close()
+        decoded.close()
 
 
 def recaption(

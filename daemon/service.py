@@ -59,6 +59,7 @@ from daemon.files import (
     move_file,
     remove_stale_temporaries,
 )
+from daemon.memory_budget import DecodeBudget, DecodeStopped
 from daemon.notify import SystemdNotifier
 from daemon.outage import Outage
 from daemon.pipeline import prepare
@@ -128,6 +129,8 @@ class Daemon:
         self._registrations: queue.Queue[Path] = queue.Queue()
         self._jobs: queue.Queue[Job] = queue.Queue()
         self._stopping = threading.Event()
+        # Decoded pixels held at once by all workers: large images wait their turn.
+        self._budget = DecodeBudget(config.pipeline.decode_memory_mb * 1024 * 1024, stop=self._stopping)
         self._threads: list[threading.Thread] = []
         self._started_at = records.utcnow()
         # Work known to the daemon and not finished: paths offered, image ids queued.
@@ -561,6 +564,8 @@ class Daemon:
                 self._report(fault)
                 self._hold(job)
                 taken_over = True  # held, not released
+            except DecodeStopped:  # stopping while it waited for decode memory: the next start takes it
+                self._back_to_pending(job)
             except Exception:
                 self._record_internal_error(job, time.perf_counter())
             finally:
@@ -570,6 +575,10 @@ class Daemon:
     def _hold(self, job: Job) -> None:
         """A fault of the environment stopped this image: back to `pending`, and into the queue
         again, to be taken once the fault is gone."""
+        self._back_to_pending(job)
+        self._jobs.put(dataclasses.replace(job, held=True))
+
+    def _back_to_pending(self, job: Job) -> None:
         source = job.source
         if job.arrival is not None:
             values = {"inbox_path": stored_name(self._relative(source)), "stored_path": None}
@@ -578,8 +587,7 @@ class Daemon:
         try:
             self.writer.call(records.back_to_pending, job.image_id, **values)
         except EnvironmentFault:
-            pass  # the row stays `processing` until the retry claims it again, or a restart resets it
-        self._jobs.put(dataclasses.replace(job, held=True))
+            pass  # the row stays `processing` until a retry claims it again, or a restart resets it
 
     def _release_job(self, job: Job) -> None:
         self._release(job.arrival, job.image_id)
@@ -607,6 +615,7 @@ class Daemon:
                     size_bytes=job.size_bytes,
                     config=self.config,
                     caption_size=self.captioner.input_size,
+                    budget=self._budget,
                 )
         except PipelineError as error:
             self._fail(job, error, started)

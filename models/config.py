@@ -101,8 +101,10 @@ class ApiConfig:
     register_timeout_s: float = field(default=5.0, metadata=_at_least(0))
     # Host names (or addresses) the API answers to besides the loopback names and public_url's.
     allowed_hosts: tuple[str, ...] = ()
-    # Open client connections at once; more are refused, so the API keeps serving those it has.
+    # Open client connections at once; a new one beyond it displaces the longest idle, or is refused.
     max_connections: int = field(default=1000, metadata=_at_least(1))
+    # Seconds a client has to send a whole request head; idle kept-alive connections close sooner.
+    header_timeout_s: float = field(default=10.0, metadata=_at_least(0.1))
 
 
 @dataclass(frozen=True)

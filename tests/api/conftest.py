@@ -78,9 +78,15 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
     rows = read_images(config)
     return Library(config, {row["filename"]: row["id"] for row in rows}, pending_id)
 
+# TestClient's requests say "Host: testserver": like a name in the server's api.allowed_hosts.
+TEST_HOST = "testserver"
+
+
 @contextmanager
 def serve(config: Config, **client_options: Any) -> Iterator[TestClient]:
-    """The app under TestClient, its lifespan running."""
+    """The app under TestClient, its lifespan running; it answers to TestClient's host name."""
+    if TEST_HOST not in config.api.allowed_hosts:
+        config = config_module.replace(config, api={"allowed_hosts": (*config.api.allowed_hosts, TEST_HOST)})
     with TestClient(create_app(config), **client_options) as client:
         yield client
 
