@@ -15,7 +15,6 @@ import os
 import resource
 import select
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +31,7 @@ from api import uploads
 from api.connections import MAX_HEAD_BYTES
 from models import config as config_module
 from tests.api.live import Htx, write_config
-from tests.helpers import CORPUS_DIR, wait_for
+from tests.helpers import CORPUS_DIR, fill, mounted_tmpfs, wait_for
 
 MAX_CONNECTIONS = 50
 HEADER_TIMEOUT_S = 1.0
@@ -378,38 +377,16 @@ def test_a_damaged_database_is_503(tmp_path: Path) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB tmpfs (needs root): a data folder that can be filled in a moment."""
-    mount_point = tmp_path / "htx" / "data"
-    mount_point.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (root is needed): {mounted.stderr.strip()}")
-    try:
+    """A data folder that can be filled in a moment."""
+    with mounted_tmpfs(tmp_path / "htx" / "data", "2m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
-
-
-def _fill(folder: Path) -> Path:
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as error:
-        assert error.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_an_upload_to_a_full_disk_is_507_and_leaves_nothing(small_disk: Path) -> None:
     (small_disk / "uploads").mkdir()
     htx = start_api(small_disk.parent, register_timeout_s=0.2)
     try:
-        filler = _fill(small_disk)
+        filler = fill(small_disk)
         url = f"{htx.base_url}/api/images"
         # 200 KB fails while it is written; 2 KB stays in the file's buffer until the flush.
         for content in (b"\xff\xd8\xff\xe0" + os.urandom(200_000), b"\xff\xd8\xff\xe0" + os.urandom(2000)):

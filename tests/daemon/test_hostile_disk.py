@@ -4,11 +4,9 @@ what is wrong, and everything resumes by itself once the cause is gone."""
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,25 +17,15 @@ import pytest
 from models import config as config_module
 from models.config import Config
 from tests.api.live import Htx, free_port
-from tests.helpers import copy_in, read_images, wait_for, write_toml
+from tests.helpers import copy_in, fill, mounted_tmpfs, read_images, wait_for, write_toml
 
 PHOTOS = 4
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MiB tmpfs to fill up (root only)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill up (needs root): {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "16m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 def _config(folder: Path, data_dir: Path, inbox: Path) -> tuple[Path, Config]:
@@ -52,19 +40,6 @@ def _config(folder: Path, data_dir: Path, inbox: Path) -> tuple[Path, Config]:
         },
     )
     return config_file, config_module.load(config_file)
-
-
-def fill(folder: Path) -> Path:
-    """Write one file until the filesystem has no room left; returns it."""
-    filler = folder / "filler"
-    try:
-        with open(filler, "wb") as handle:
-            while True:
-                handle.write(b"\xff" * 65536)
-                handle.flush()
-    except OSError as error:
-        assert error.errno == errno.ENOSPC, error
-    return filler
 
 
 def cpu_seconds(pid: int) -> float:
