@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from anyio import to_thread
 from sqlalchemy import Connection, Engine
 from starlette.datastructures import URL
 from starlette.requests import Request
@@ -30,17 +31,30 @@ class Reader:
     the query too), and each query runs in its own read transaction, ended at once: the next
     query sees the daemon's newest commits, and no snapshot held open stops the daemon from
     checkpointing its WAL.
+
+    PostgreSQL is another server: a query waits on the network, and on an unreachable server
+    for as long as the connect timeout. There each query runs on a worker thread, on a
+    connection of the engine's pool, so the loop never waits and requests run side by side.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._connection: Connection | None = None
+        self._inline = engine.dialect.name == "sqlite"
         # Counts connections opened: what one connection says (PRAGMA data_version) is only
         # comparable with what the same connection said before.
         self.generation = 0
 
     async def run(self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return self.run_sync(query, *args, **kwargs)
+        if self._inline:
+            return self.run_sync(query, *args, **kwargs)
+        return await to_thread.run_sync(lambda: self._run_pooled(query, *args, **kwargs))
+
+    def _run_pooled(self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        with self.engine.connect() as connection:
+            result = query(connection, *args, **kwargs)
+            connection.rollback()
+        return result
 
     def run_sync(self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         connection = self._connection

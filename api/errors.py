@@ -11,7 +11,7 @@ import logging
 import sqlite3
 from collections.abc import Mapping
 
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,9 +21,11 @@ from api.serialize import JsonResponse
 log = logging.getLogger("htx.api")
 
 # What reading the database raises: SQLAlchemy's errors, and sqlite3's own from the queries
-# that run on the raw cursor (models.queries). Their OperationalError: no file or no schema yet.
-DATABASE_ERRORS = (DatabaseError, sqlite3.DatabaseError)
-NOT_CREATED_YET = (OperationalError, sqlite3.OperationalError)
+# that run on the raw cursor (models.queries). Not created yet, or not reachable: SQLite's
+# OperationalError (no file, no table), PostgreSQL's server down or unreachable (operational,
+# or interface for a connection lost) or a table not there yet (programming).
+DATABASE_ERRORS = (DBAPIError, sqlite3.DatabaseError)
+NOT_CREATED_YET = (OperationalError, InterfaceError, ProgrammingError, sqlite3.OperationalError)
 
 UNSUPPORTED_MESSAGE = "Only JPEG and PNG files are allowed."
 DATABASE_UNAVAILABLE = "The database is not available (has the daemon been started?)."

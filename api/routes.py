@@ -387,13 +387,14 @@ async def get_stats(request: Request) -> Response:
     """
     # Recomputed whenever the database has changed, and at least every second (the last hour
     # moves on by itself); otherwise the answer of a moment ago is still exact. Dashboards poll.
+    # PostgreSQL cannot say cheaply whether anything changed (version None): always afresh.
     ctx = context(request)
     db = reader(request)
     version = await db.run(queries.data_version)
     key = (db.generation, version)
     cached = ctx.stats
     now = time.monotonic()
-    if cached is None or cached.key != key or now - cached.made_at >= STATS_MAX_AGE_S:
+    if cached is None or version is None or cached.key != key or now - cached.made_at >= STATS_MAX_AGE_S:
         stats = await db.run(queries.stats, now=_utcnow())
         answer = serialize.stats(stats)
         cached = ctx.stats = CachedStats(key, now, answer, serialize.dumps(answer))

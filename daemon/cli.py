@@ -13,9 +13,13 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models import config as config_module
 from models.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -83,17 +87,47 @@ def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if complete else EXIT_FAILURE
 
 
+def open_database(config: Config, command: str, *, readonly: bool = False) -> Engine | None:
+    """An engine on the database the daemon made, or None after saying on stderr why there is
+    none: no SQLite file yet, a server that cannot be reached, no schema yet."""
+    from sqlalchemy.exc import DBAPIError
+
+    from models.db import display_url, make_engine, missing_database
+    from models.queries import schema_revision
+
+    not_yet = f"htx {command}: no database yet: the daemon has not run with this configuration"
+    if missing_database(config.database_url):
+        print(not_yet, file=sys.stderr)
+        return None
+    engine = make_engine(config.database_url, readonly=readonly)
+    try:
+        with engine.connect() as connection:
+            revision = schema_revision(connection)
+    except DBAPIError as error:
+        engine.dispose()
+        print(f"htx {command}: cannot open the database {display_url(config.database_url)}: {_reason(error)}", file=sys.stderr)
+        return None
+    if revision is None:
+        engine.dispose()
+        print(f"{not_yet} (or run `htx db migrate`)", file=sys.stderr)
+        return None
+    return engine
+
+
+def _reason(error: Exception) -> str:
+    """A database error's first line: the driver's words, without SQLAlchemy's statement dump."""
+    return (str(getattr(error, "orig", None) or error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
     from daemon import records
-    from models.db import make_engine, missing_database
 
     if not args.ids and not args.failed:
         print("htx reprocess: name image ids, or --failed for every failed image", file=sys.stderr)
         return EXIT_USAGE
-    if missing_database(config.database_url):
-        print("htx reprocess: no database yet: the daemon has not run with this configuration", file=sys.stderr)
+    engine = open_database(config, "reprocess")
+    if engine is None:
         return EXIT_FAILURE
-    engine = make_engine(config.database_url)
     try:
         with engine.begin() as connection:
             marked = records.mark_for_reprocessing(connection, args.ids, failed_only=args.failed)
@@ -107,12 +141,10 @@ def cmd_stats(config: Config, args: argparse.Namespace) -> int:
     from daemon.records import utcnow
     from daemon.report import stats_table
     from models import queries
-    from models.db import make_engine, missing_database
 
-    if missing_database(config.database_url):
-        print("htx stats: no database yet: the daemon has not run with this configuration", file=sys.stderr)
+    engine = open_database(config, "stats", readonly=True)
+    if engine is None:
         return EXIT_FAILURE
-    engine = make_engine(config.database_url, readonly=True)
     try:
         with engine.connect() as connection:
             now = utcnow()
@@ -136,16 +168,20 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
+    from models.db import display_url
+
     print(f"# configuration from {config.source or 'built-in defaults'}: OK")
     for section, values in config_module.as_dict(config).items():
         print(f"\n[{section}]")
         for key, value in values.items():
+            if (section, key) == ("database", "url") and value:
+                value = display_url(value)  # never a password on a terminal or in a log
             print(f"{key} = {_toml_value(value)}")
     print("\n# resolved paths")
     for label, path in (
         ("data_dir", config.data_dir),
         ("inbox", config.inbox_dir),
-        ("database", config.database_url),
+        ("database", display_url(config.database_url)),
     ):
         print(f"# {label}: {path}")
     return EXIT_OK
@@ -158,19 +194,17 @@ def cmd_recaption(config: Config, args: argparse.Namespace) -> int:
     from daemon.captioner import CaptionerUnavailable, make_captioner
     from daemon.recaption import recaption
     from daemon.writer import DatabaseWriter
-    from models.db import make_engine, missing_database
 
-    database = missing_database(config.database_url)
-    if database is not None:
-        print(f"htx recaption: no database at {database} yet: nothing to caption", file=sys.stderr)
+    engine = open_database(config, "recaption")
+    if engine is None:
         return EXIT_FAILURE
     captioner = make_captioner(config)
     try:
         captioner.load()
     except CaptionerUnavailable as error:
+        engine.dispose()
         log.error("%s", error)
         return EXIT_FAILURE
-    engine = make_engine(config.database_url)
     writer = DatabaseWriter(engine)
     writer.start()
     try:
@@ -183,6 +217,55 @@ def cmd_recaption(config: Config, args: argparse.Namespace) -> int:
     failed = f"; {len(result.failed)} could not be captioned" if result.failed else ""
     print(f"recaptioned {result.captioned} image(s) with {captioner.model_name} ({captioner.settings}){failed}")
     return EXIT_FAILURE if result.failed or result.not_found else EXIT_OK
+
+
+def cmd_db_migrate(config: Config, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
+    from models import migrate
+    from models.db import display_url, make_engine
+
+    engine = make_engine(config.database_url)
+    try:
+        migrate.upgrade(engine)
+    except DBAPIError as error:
+        print(f"htx db migrate: {display_url(config.database_url)}: {_reason(error)}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        engine.dispose()
+    print(f"{display_url(config.database_url)}: schema at revision {migrate.head_revision()}")
+    return EXIT_OK
+
+
+def cmd_db_copy(config: Config, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
+    from models.db import display_url, make_engine
+    from models.transfer import TransferRefused, copy_records
+
+    source = open_database(config, "db copy", readonly=True)
+    if source is None:
+        return EXIT_FAILURE
+    target = make_engine(args.to)
+    try:
+        before, after = copy_records(source, target)
+    except TransferRefused as error:
+        print(f"htx db copy: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except DBAPIError as error:
+        print(f"htx db copy: nothing copied: {_reason(error)}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        source.dispose()
+        target.dispose()
+    print(f"copied {after.images} image(s) into {display_url(args.to)}")
+    print(f"{'':<10}{'source':>10}{'target':>10}")
+    for status in sorted(set(before.by_status) | set(after.by_status)):
+        print(f"{status:<10}{before.by_status.get(status, 0):>10}{after.by_status.get(status, 0):>10}")
+    print(f"{'total':<10}{before.images:>10}{after.images:>10}")
+    same = before == after
+    print("the counts agree" if same else "htx db copy: THE COUNTS DIFFER: keep using the source", file=sys.stdout if same else sys.stderr)
+    return EXIT_OK if same else EXIT_FAILURE
 
 
 def cmd_model_download(config: Config, args: argparse.Namespace) -> int:
@@ -268,6 +351,23 @@ def build_parser() -> argparse.ArgumentParser:
     recaption.add_argument("--missing", action="store_true", help="only images without a caption")
     recaption.add_argument("ids", nargs="*", type=int, metavar="ID", help="image ids (default: every done image)")
     recaption.set_defaults(handler=cmd_recaption)
+
+    database = commands.add_parser("db", help="the database: create or upgrade its schema, copy it elsewhere")
+    database_actions = database.add_subparsers(dest="action", metavar="ACTION", required=True)
+    migrate = database_actions.add_parser(
+        "migrate", help="create or upgrade the schema of database.url (the daemon also does it at start)"
+    )
+    migrate.set_defaults(handler=cmd_db_migrate)
+    copy = database_actions.add_parser(
+        "copy", help="copy every record into another, empty database (e.g. SQLite to PostgreSQL), then compare counts"
+    )
+    copy.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="the target, e.g. postgresql+psycopg://htx@dbhost/htx (a password: PGPASSWORD or ~/.pgpass)",
+    )
+    copy.set_defaults(handler=cmd_db_copy)
 
     model = commands.add_parser("model", help="the caption model")
     model_actions = model.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 
+from sqlalchemy.exc import DatabaseError, DBAPIError, InterfaceError, OperationalError
+
 
 class PipelineError(Exception):
     """A file that cannot become a `done` record. `kind` is stored as `error_kind`."""
@@ -97,9 +99,11 @@ def storage_fault(error: OSError, folder: str = "") -> EnvironmentFault:
     return EnvironmentFault(problem, f"{error.strerror or type(error).__name__}{where}")
 
 
-# SQLite's messages, as the driver raises them -> the problem to report.
+# The drivers' messages (SQLite's, PostgreSQL's) -> the problem to report.
 _DATABASE_PROBLEMS = (
     ("database or disk is full", "data disk full"),
+    ("no space left on device", "database server's disk full"),
+    ("read-only transaction", "database is read-only"),
     ("database is locked", "database is locked"),
     ("disk i/o error", "database I/O error"),
     ("malformed", "database is corrupt"),
@@ -107,6 +111,13 @@ _DATABASE_PROBLEMS = (
     ("readonly", "database is read-only"),
     ("unable to open", "database cannot be opened"),
 )
+
+
+def is_database_fault(error: DBAPIError) -> bool:
+    """Whether a database error is the environment's: the server or file cannot be reached,
+    opened or written (operational and interface errors, and SQLite's plain DatabaseError for
+    a damaged file). Integrity and programming errors are bugs."""
+    return isinstance(error, OperationalError | InterfaceError) or type(error) is DatabaseError
 
 
 def database_fault(error: Exception) -> EnvironmentFault:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
 
 from daemon.files import HASH_CHUNK_BYTES
@@ -109,6 +110,8 @@ def _statuses(config: Config, hashes: set[str]) -> tuple[dict[str, tuple[str, st
                 select(Image.sha256, Image.status, Image.error, Image.filename).where(Image.sha256.in_(hashes))
             ).all()
             daemon = queries.daemon_status(connection)
+    except DBAPIError:  # a server down, or no schema yet: nothing known, keep waiting
+        return {}, None
     finally:
         engine.dispose()
     age = None if daemon is None else daemon.heartbeat_age_s(utcnow())

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DBAPIError
 
 from daemon import records
 from daemon.caption_worker import CaptionOutcome, CaptionWorker
@@ -195,7 +195,9 @@ class Daemon:
         configure_pillow(self.config.pipeline.max_pixels)
         try:
             migrate.upgrade(self.engine)
-        except DatabaseError as error:
+        except DBAPIError as error:
+            # Whatever stops a migration (a server down, a role without the rights it needs)
+            # is for the administrator to fix: said once, and waited out.
             raise database_fault(error) from error
         interrupted = self.writer.call(records.reset_interrupted)
         if interrupted:

@@ -9,9 +9,9 @@ from concurrent.futures import Future
 from typing import TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
-from daemon.errors import database_fault
+from daemon.errors import database_fault, is_database_fault
 
 T = TypeVar("T")
 
@@ -51,9 +51,9 @@ class DatabaseWriter:
         self._tasks.put((future, write, args, kwargs))
         try:
             return future.result()
-        except DatabaseError as error:
+        except DBAPIError as error:
             # Its other kinds (integrity, programming errors) are bugs, and stay what they are.
-            if isinstance(error, OperationalError) or type(error) is DatabaseError:
+            if is_database_fault(error):
                 raise database_fault(error) from error
             raise
 

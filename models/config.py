@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_ENV = "HTX_CONFIG"
+# Overrides database.url: a PostgreSQL password need not sit in a world-readable file.
+DATABASE_URL_ENV = "HTX_DATABASE_URL"
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 DEFAULT_CONFIG_NAME = "config.toml"
 
 
@@ -217,6 +220,12 @@ def _check_relations(config: Config) -> None:
         raise ConfigError("thumbnails.small: must not be larger than thumbnails.medium")
     if config.thumbnails.quality > 100:
         raise ConfigError(f"thumbnails.quality: must be at most 100, got {config.thumbnails.quality}")
+    scheme = config.database.url.partition(":")[0].partition("+")[0]
+    if config.database.url and (scheme not in DATABASE_SCHEMES or "://" not in config.database.url):
+        raise ConfigError(
+            "database.url: expected sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE, "
+            f"got a URL starting {config.database.url[:12]!r}"
+        )
     if config.api.port > 65535:
         raise ConfigError(f"api.port: must be at most 65535, got {config.api.port}")
     device = config.caption.device
@@ -255,10 +264,24 @@ def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load the configuration named by `path` (see `find_config_file`), or the defaults."""
+    """Load the configuration named by `path` (see `find_config_file`), or the defaults;
+    $HTX_DATABASE_URL, when set, replaces database.url."""
+    data, base_dir, source = _read(path)
+    database_url = os.environ.get(DATABASE_URL_ENV)
+    section = data.get("database", {})
+    if database_url and isinstance(section, dict):
+        data = data | {"database": section | {"url": database_url}}
+    try:
+        return parse(data, base_dir=base_dir, source=source)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}" if source else str(error)) from None
+
+
+def _read(path: str | os.PathLike[str] | None) -> tuple[dict[str, Any], Path, Path | None]:
+    """The TOML data of the file to load, the folder its relative paths start from, its path."""
     config_file = find_config_file(path)
     if config_file is None:
-        return parse({}, base_dir=Path.cwd())
+        return {}, Path.cwd(), None
     try:
         with open(config_file, "rb") as handle:
             data = tomllib.load(handle)
@@ -267,10 +290,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{config_file}: not valid TOML: {error}") from None
     resolved = config_file.resolve()
-    try:
-        return parse(data, base_dir=resolved.parent, source=resolved)
-    except ConfigError as error:
-        raise ConfigError(f"{config_file}: {error}") from None
+    return data, resolved.parent, resolved
 
 
 def as_dict(config: Config) -> dict[str, dict[str, Any]]:

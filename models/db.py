@@ -1,4 +1,10 @@
-"""Engine factory: SQLite in WAL mode with a busy timeout; a read-only variant for the API."""
+"""Engine factory, for SQLite and PostgreSQL; a read-only variant for the API and readers.
+
+SQLite: WAL mode and a busy timeout; readers open the file with `mode=ro`.
+PostgreSQL (psycopg 3): a pool whose connections are checked before use (a restarted server
+costs no failed request), with a connect timeout and statement, lock and idle-transaction
+timeouts, so no query can hang a thread; readers' transactions are read-only.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,45 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 BUSY_TIMEOUT_MS = 10_000
 READER_MMAP_BYTES = 1 << 30
+BACKENDS = ("sqlite", "postgresql")
+
+# PostgreSQL: a server that does not answer within this is down, as far as HTX can tell.
+CONNECT_TIMEOUT_S = 5
+# The longest a statement may run (the writer's are small transactions; the readers' are
+# index reads), and wait for a lock: past these the server cancels it, and the caller sees an
+# error it can retry or answer 503 with, instead of a thread stuck for good.
+WRITER_STATEMENT_TIMEOUT_MS = 30_000
+READER_STATEMENT_TIMEOUT_MS = 5_000
+LOCK_TIMEOUT_MS = 10_000
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+
+
+def parse_url(url: str) -> URL:
+    """`url` as SQLAlchemy reads it, with PostgreSQL's driver made psycopg 3 (a bare
+    postgresql:// would pick psycopg2, which HTX does not ship)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def backend(url: str) -> str:
+    """"sqlite" or "postgresql" (or whatever else the URL names, for callers to refuse)."""
+    return parse_url(url).get_backend_name()
+
+
+def display_url(url: str) -> str:
+    """The URL to show in a log or on a terminal: the password masked."""
+    return parse_url(url).render_as_string(hide_password=True)
 
 
 def sqlite_path(url: str) -> Path | None:
     """The database file of a SQLite URL, or None for another database or an in-memory one."""
-    parsed = make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     return Path(parsed.database)
@@ -33,9 +69,12 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
     blocks readers. The read-only variant opens the file with SQLite's `mode=ro`, so the API
     cannot write a row even by mistake.
     """
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return _postgresql_engine(parsed, readonly=readonly)
     path = sqlite_path(url)
     if path is None:
-        return create_engine(url)
+        return create_engine(parsed)
     if readonly:
         engine = create_engine(
             f"sqlite:///file:{path}?mode=ro&uri=true",
@@ -63,3 +102,28 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
         cursor.close()
 
     return engine
+
+
+def _postgresql_engine(url: URL, *, readonly: bool) -> Engine:
+    statement_timeout = READER_STATEMENT_TIMEOUT_MS if readonly else WRITER_STATEMENT_TIMEOUT_MS
+    settings = {
+        "statement_timeout": statement_timeout,
+        "lock_timeout": LOCK_TIMEOUT_MS,
+        "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT_MS,
+        # Times are stored naive UTC, as on SQLite: now() and friends must agree.
+        "timezone": "UTC",
+    }
+    if readonly:
+        settings["default_transaction_read_only"] = "on"
+    options = " ".join(f"-c {name}={value}" for name, value in settings.items())
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=8,
+        max_overflow=8,
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "options": options,
+            "application_name": "htx-reader" if readonly else "htx",
+        },
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so migrations can refer to them.
@@ -26,12 +26,18 @@ ERROR_KINDS = ("unsupported", "corrupt", "too_large", "missing", "internal")
 # which SQLAlchemy cannot declare: it and the shadow tables SQLite keeps for it live outside
 # these classes, and is_schema_object hides them from schema comparisons.
 SEARCH_TABLE = "images_search"
+# Its PostgreSQL counterpart: a generated tsvector column of `images` and its GIN index.
+SEARCH_COLUMN = "search_words"
 
 
 def is_schema_object(name: str | None, type_: str, parent_names: Mapping[str, str | None]) -> bool:
     """Alembic's include_name hook: whether a database object is one these classes describe."""
     if type_ == "table" and name is not None:
         return name != SEARCH_TABLE and not name.startswith(f"{SEARCH_TABLE}_")
+    if type_ == "column":
+        return name != SEARCH_COLUMN
+    if type_ == "index":
+        return name != f"ix_images_{SEARCH_COLUMN}"
     return True
 
 
@@ -62,7 +68,8 @@ class Image(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     mode: Mapped[str | None] = mapped_column(String(16))
-    size_bytes: Mapped[int] = mapped_column(Integer)
+    # 64-bit: a file refused as too large keeps its real size (PostgreSQL's INTEGER is 32-bit).
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
     exif: Mapped[dict | None] = mapped_column(JSON)
     taken_at: Mapped[str | None] = mapped_column(String(32))
     camera_make: Mapped[str | None] = mapped_column(Text)

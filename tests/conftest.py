@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,15 +11,88 @@ from daemon.service import Daemon
 from models import config as config_module
 from models.config import Config
 from tests.helpers import photo_bytes
+from tests.postgres import ClusterUnavailable, ThrowawayCluster
+
+# Set by .ci/run: there, a PostgreSQL server that cannot start fails the run instead of
+# skipping the PostgreSQL half of the tests.
+REQUIRE_POSTGRES_ENV = "HTX_TEST_REQUIRE_POSTGRES"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_backends: run the test (or module) on SQLite and on PostgreSQL, each with a fresh database"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_backends"):
+        metafunc.parametrize("backend", BACKENDS, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database the test runs on: SQLite unless marked both_backends."""
+    return getattr(request, "param", "sqlite")
+
+
+def started_cluster() -> ThrowawayCluster:
+    """A new throwaway PostgreSQL server; the test skips (fails where PostgreSQL is required)
+    when none can start here."""
+    cluster = ThrowawayCluster()
+    try:
+        return cluster.start()
+    except ClusterUnavailable as error:
+        cluster.stop()
+        if os.environ.get(REQUIRE_POSTGRES_ENV):
+            pytest.fail(f"PostgreSQL is required (${REQUIRE_POSTGRES_ENV}) but could not start: {error}")
+        pytest.skip(f"no PostgreSQL server could be started: {error}")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[ThrowawayCluster]:
+    """A throwaway PostgreSQL server for the whole run, started on first use."""
+    cluster = started_cluster()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture
-def make_config(tmp_path: Path) -> Callable[..., Config]:
-    """A Config with its data folder under tmp_path; keyword arguments override sections."""
+def own_postgres_cluster() -> Iterator[ThrowawayCluster]:
+    """A PostgreSQL server of the test's own, which it may stop and start again."""
+    cluster = started_cluster()
+    yield cluster
+    cluster.stop()
+
+
+def new_database_url(request: pytest.FixtureRequest) -> str:
+    """database.url for a fresh database on the test's backend ("" is SQLite's default file
+    in the data folder)."""
+    if request.getfixturevalue("backend") == "sqlite":
+        return ""
+    return request.getfixturevalue("postgres_cluster").new_database()
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, backend: str) -> str:
+    return new_database_url(request)
+
+
+@pytest.fixture
+def backend_url(database_url: str, tmp_path: Path) -> str:
+    """A full URL on the test's backend, for tests that make engines themselves."""
+    return database_url or f"sqlite:///{tmp_path / 'htx.db'}"
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, database_url: str) -> Callable[..., Config]:
+    """A Config with its data folder under tmp_path, on the test's backend; keyword arguments
+    override sections."""
 
     def _make(**sections: dict[str, Any]) -> Config:
         data: dict[str, dict[str, Any]] = {
             "paths": {"data_dir": "data"},
+            "database": {"url": database_url},
             "watch": {"settle_ms": 200, "rescan_s": 0},
             "pipeline": {"workers": 2},
             "caption": {"model": "none"},

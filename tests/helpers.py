@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 
 from PIL import Image as PILImage
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from models.config import Config
-from models.db import make_engine
+from models.db import make_engine, missing_database
+from models.queries import schema_revision
 from models.tables import DaemonState, Image
 
 T = TypeVar("T")
@@ -73,29 +74,29 @@ def wait_for(predicate: Callable[[], T], *, timeout: float = 20.0, interval: flo
 def read_images(config: Config) -> list[dict[str, Any]]:
     """Every image row, as dicts, read through a separate read-only connection ([] before the
     daemon has created the schema)."""
-    if not (config.data_dir / "htx.db").exists():
+    if missing_database(config.database_url):
         return []
     engine = make_engine(config.database_url, readonly=True)
     try:
         with engine.connect() as connection:
+            if schema_revision(connection) is None:
+                return []
             return [dict(row._mapping) for row in connection.execute(select(Image.__table__).order_by(Image.id))]
-    except OperationalError as error:
-        if "no such table" in str(error):
-            return []
-        raise
     finally:
         engine.dispose()
 
 
 def daemon_started(config: Config) -> bool:
     """True once a daemon has migrated the database and written its first heartbeat."""
-    if not (config.data_dir / "htx.db").exists():
+    if missing_database(config.database_url):
         return False
     engine = make_engine(config.database_url, readonly=True)
     try:
         with engine.connect() as connection:
+            if schema_revision(connection) is None:
+                return False
             return connection.execute(select(DaemonState.__table__)).first() is not None
-    except OperationalError:  # not migrated yet
+    except (OperationalError, ProgrammingError):  # migrated only part of the way yet
         return False
     finally:
         engine.dispose()
@@ -134,9 +135,10 @@ def photo_bytes(number: int, size: tuple[int, int] = (1200, 900)) -> bytes:
 def write_config_file(config: Config, path: Path, extra: str = "") -> Path:
     """A TOML file for a subprocess with the same data folder and caption settings as `config`."""
     caption = "".join(f"{key} = {json.dumps(value)}\n" for key, value in dataclasses.asdict(config.caption).items())
+    database = f"[database]\nurl = {json.dumps(config.database.url)}\n" if config.database.url else ""
     path.write_text(
-        f'[paths]\ndata_dir = "{config.data_dir}"\n'
-        "[watch]\nsettle_ms = 200\n[pipeline]\nworkers = 2\n[caption]\n" + caption + extra
+        f'[paths]\ndata_dir = "{config.data_dir}"\n' + database
+        + "[watch]\nsettle_ms = 200\n[pipeline]\nworkers = 2\n[caption]\n" + caption + extra
     )
     return path
 

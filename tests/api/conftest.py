@@ -19,6 +19,7 @@ from models import config as config_module
 from models import migrate
 from models.config import Config
 from models.db import make_engine
+from tests.conftest import new_database_url
 from tests.helpers import CORPUS_DIR, read_images, wait_for
 
 # Corpus files the route tests are built on: a plain JPEG, a camera JPEG with GPS, a
@@ -71,8 +72,8 @@ class Library:
     pending_id: int
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
-    config = config_for(tmp_path_factory.mktemp("library"))
+def library(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, backend: str) -> Library:
+    config = config_for(tmp_path_factory.mktemp("library"), database={"url": new_database_url(request)})
     ingest(config, LIBRARY_FILES)
     pending_id = insert_pending(config, "f" * 64)
     rows = read_images(config)

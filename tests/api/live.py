@@ -22,12 +22,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def write_config(folder: Path, **api: Any) -> Path:
-    """A config file like a user's: data under `folder`, quick settling, no caption model."""
+def write_config(folder: Path, database_url: str = "", **api: Any) -> Path:
+    """A config file like a user's: data under `folder` (and the database there, unless
+    `database_url`), quick settling, no caption model."""
     folder.mkdir(parents=True, exist_ok=True)
     settings = {"port": free_port(), "register_timeout_s": 5.0} | api
     lines = [
         "[paths]", 'data_dir = "data"',
+        *(["[database]", f'url = "{database_url}"'] if database_url else []),
         "[watch]", "settle_ms = 200", "rescan_s = 0",
         "[pipeline]", "workers = 2",
         "[caption]", 'model = "none"',

@@ -1,5 +1,6 @@
 """8 clients uploading and 8 reading for 20 seconds against a real `htx run` while the daemon
-writes: no "database is locked", no 5xx, and every upload ends up processed."""
+writes, on SQLite and on PostgreSQL: no "database is locked", no 5xx, and every upload ends up
+processed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from PIL import Image
 
 from tests.api.live import Htx, write_config
@@ -34,8 +36,9 @@ def _unique_image(rng: random.Random) -> tuple[str, bytes]:
     return "noise.jpg", buffer.getvalue()
 
 
-def test_uploads_and_reads_together(tmp_path: Path) -> None:
-    htx = Htx(write_config(tmp_path), "run")
+@pytest.mark.both_backends
+def test_uploads_and_reads_together(tmp_path: Path, database_url: str) -> None:
+    htx = Htx(write_config(tmp_path, database_url), "run")
     try:
         htx.wait_healthy()
         deadline = time.monotonic() + DURATION_S

@@ -17,6 +17,8 @@ from models.tables import Image as ImageRow
 from tests.api.conftest import Library, config_for, insert_pending, serve
 from tests.helpers import read_images
 
+pytestmark = pytest.mark.both_backends
+
 RECORD_KEYS = {
     "id", "filename", "status", "error", "error_kind", "sha256", "received_at", "processed_at",
     "processing_ms", "timings_ms", "metadata", "caption", "caption_model", "caption_device",
@@ -116,14 +118,14 @@ def test_detail_is_the_whole_record_without_server_paths(library: Library, libra
         assert secret not in text
 
 
-def test_detail_has_camera_and_gps_only_where_present(library: Library, library_client, tmp_path) -> None:
+def test_detail_has_camera_and_gps_only_where_present(library: Library, library_client, tmp_path, database_url: str) -> None:
     # exif_gps.jpg's GPS values are out of range: the daemon keeps the camera, not a location.
     metadata = library_client.get(f"/api/images/{library.ids['exif_gps.jpg']}").json()["metadata"]
     assert metadata["camera"] == {"make": "Make", "model": "XXX-XXX"} and "gps" not in metadata
     plain = library_client.get(f"/api/images/{library.ids['hopper.jpg']}").json()["metadata"]
     assert "gps" not in plain and "camera" not in plain and plain["exif"] == {}
 
-    config = config_for(tmp_path)
+    config = config_for(tmp_path, database={"url": database_url})
     image_id = insert_pending(config, "c" * 64)
     engine = make_engine(config.database_url)
     with engine.begin() as connection:
@@ -228,8 +230,8 @@ def test_thumbnail_errors(library: Library, library_client) -> None:
     assert unknown_size.status_code == 404 and "error" in unknown_size.json()
 
 
-def test_missing_thumbnail_file_is_404_not_500(tmp_path) -> None:
-    config = config_for(tmp_path)
+def test_missing_thumbnail_file_is_404_not_500(tmp_path, database_url: str) -> None:
+    config = config_for(tmp_path, database={"url": database_url})
     from tests.api.conftest import ingest
 
     ingest(config, ("hopper.jpg",))
@@ -267,8 +269,8 @@ def test_stats_match_the_records(library: Library, library_client) -> None:
     assert stats["caption"] == {"model": None, "device": None}
 
 
-def test_stats_of_an_empty_database_are_zeros(tmp_path) -> None:
-    config = config_for(tmp_path)
+def test_stats_of_an_empty_database_are_zeros(tmp_path, database_url: str) -> None:
+    config = config_for(tmp_path, database={"url": database_url})
     config.data_dir.mkdir(parents=True)
     engine = make_engine(config.database_url)
     migrate.upgrade(engine)
@@ -283,9 +285,9 @@ def test_stats_of_an_empty_database_are_zeros(tmp_path) -> None:
     assert set(stats["stage_average_ms"].values()) == {0.0}
 
 
-def test_stats_follow_new_writes_at_once(tmp_path) -> None:
+def test_stats_follow_new_writes_at_once(tmp_path, database_url: str) -> None:
     """The cached answer is dropped as soon as another connection commits."""
-    config = config_for(tmp_path)
+    config = config_for(tmp_path, database={"url": database_url})
     insert_pending(config, "a" * 64)
     with serve(config) as client:
         assert client.get("/api/stats").json()["total"] == 1
@@ -294,9 +296,9 @@ def test_stats_follow_new_writes_at_once(tmp_path) -> None:
         assert client.get("/api/stats").json()["total"] == 2
 
 
-def test_stats_percentiles_over_many_rows(tmp_path) -> None:
+def test_stats_percentiles_over_many_rows(tmp_path, database_url: str) -> None:
     """Nearest-rank p50/p95 read off the index agree with sorting in Python, odd and even sizes."""
-    config = config_for(tmp_path)
+    config = config_for(tmp_path, database={"url": database_url})
     config.data_dir.mkdir(parents=True)
     engine = make_engine(config.database_url)
     migrate.upgrade(engine)

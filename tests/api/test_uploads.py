@@ -17,6 +17,8 @@ from tests.helpers import CORPUS_DIR, read_images, wait_for
 
 UNSUPPORTED = {"error": "Only JPEG and PNG files are allowed."}
 
+pytestmark = pytest.mark.both_backends
+
 
 def _post(client, name: str | None, body: bytes, content_type: str = "image/jpeg", **kwargs):
     return client.post("/api/images", files={"file": (name, body, content_type)}, **kwargs)

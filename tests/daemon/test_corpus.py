@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
 from models.config import Config
 from tests.helpers import copy_in, corpus, finished, read_images, wait_for
+
+pytestmark = pytest.mark.both_backends
 
 
 def test_every_corpus_file_gets_its_expected_outcome(config: Config, start_daemon) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ from models.config import Config
 from tests.helpers import htx_command, read_images, wait_for, write_config_file
 
 FILES = 100
+
+pytestmark = pytest.mark.both_backends
 
 
 def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(

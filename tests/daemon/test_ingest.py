@@ -5,6 +5,8 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
+
 from daemon.cli import main
 from models.config import Config
 from tests.helpers import CORPUS_DIR, htx_command, read_images, wait_for, write_config_file
@@ -55,6 +57,7 @@ def test_ingest_of_a_missing_path_is_a_usage_error(config: Config, tmp_path: Pat
     assert "no such file or folder" in capsys.readouterr().err
 
 
+@pytest.mark.both_backends
 def test_reprocess_failed_images_after_the_limit_is_raised(make_config, start_daemon, tmp_path: Path) -> None:
     strict = make_config(pipeline={"max_pixels": 1000})
     first = start_daemon(strict)

@@ -18,6 +18,15 @@ from tests.helpers import CORPUS_DIR, copy_in, finished, read_images, wait_for
 
 PHOTOS = ["flower.jpg", "hopper.png", "Landscape_3.jpg"]
 
+pytestmark = pytest.mark.both_backends
+
+
+@pytest.fixture(autouse=True)
+def _database_from_the_environment(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's config file names no database: on PostgreSQL, $HTX_DATABASE_URL does."""
+    if database_url:
+        monkeypatch.setenv("HTX_DATABASE_URL", database_url)
+
 
 def write_config(folder: Path, model: str, max_new_tokens: int) -> Path:
     path = folder / "htx.toml"

@@ -3,9 +3,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from daemon.cli import main
 from models.config import Config
 from tests.helpers import CORPUS_DIR, copy_in, finished, read_images, wait_for, write_config_file
+
+pytestmark = pytest.mark.both_backends
 
 
 def test_stats_prints_counts_rates_and_times(config: Config, start_daemon, tmp_path: Path, capsys) -> None:

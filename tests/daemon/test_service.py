@@ -23,6 +23,8 @@ from models.tables import DaemonState
 from tests.daemon.test_watcher import distinct_jpeg
 from tests.helpers import CORPUS_DIR, copy_in, finished, read_images, wait_for
 
+pytestmark = pytest.mark.both_backends
+
 
 def _finished(config: Config, count: int):
     return lambda: (rows := read_images(config)) and len(finished(rows)) == count and rows

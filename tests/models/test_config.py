@@ -45,6 +45,8 @@ def test_every_key_in_config_toml_has_a_comment() -> None:
         ("[caption]\ndevice = 'tpu'\n", "caption.device: must be auto, cpu, cuda or cuda:N"),
         ("[api]\nport = 70000\n", "api.port: must be at most 65535"),
         ("[api]\nregister_timeout_s = true\n", "api.register_timeout_s: expected a number"),
+        ("[database]\nurl = 'mysql://htx@db/htx'\n", "database.url: expected sqlite:///PATH or postgresql+psycopg://"),
+        ("[database]\nurl = 'data/htx.db'\n", "database.url: expected sqlite:///PATH"),
     ],
 )
 def test_wrong_keys_and_values_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
@@ -106,3 +108,25 @@ def test_captions_come_from_blip_base_by_default() -> None:
 def test_int8_needs_float32_weights(dtype: str) -> None:
     with pytest.raises(ConfigError, match="caption.quantize"):
         config_module.parse({"caption": {"quantize": "int8", "dtype": dtype}}, base_dir=REPO_CONFIG.parent)
+
+
+def test_the_database_url_may_come_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    config_file = tmp_path / "htx.toml"
+    config_file.write_text('[database]\nurl = "sqlite:////srv/htx.db"\n')
+    assert config_module.load(config_file).database_url == "sqlite:////srv/htx.db"
+    secret = "postgresql+psycopg://htx:s3cret@db.example.org/htx"
+    monkeypatch.setenv(config_module.DATABASE_URL_ENV, secret)
+    assert config_module.load(config_file).database_url == secret
+    config_file.write_text("")
+    assert config_module.load(config_file).database_url == secret
+
+
+def test_check_config_never_prints_the_database_password(tmp_path: Path, monkeypatch, capsys) -> None:
+    from daemon.cli import main
+
+    monkeypatch.setenv(config_module.DATABASE_URL_ENV, "postgresql+psycopg://htx:s3cret@db.example.org/htx")
+    assert main(["--config", str(tmp_path / "none.toml"), "check-config"]) == 2  # no such file
+    (tmp_path / "htx.toml").write_text("")
+    assert main(["--config", str(tmp_path / "htx.toml"), "check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and 'url = "postgresql+psycopg://htx:***@db.example.org/htx"' in out

@@ -31,7 +31,7 @@ def upgrade() -> None:
         sa.Column("width", sa.Integer(), nullable=True),
         sa.Column("height", sa.Integer(), nullable=True),
         sa.Column("mode", sa.String(length=16), nullable=True),
-        sa.Column("size_bytes", sa.Integer(), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("exif", sa.JSON(), nullable=True),
         sa.Column("taken_at", sa.String(length=32), nullable=True),
         sa.Column("camera_make", sa.Text(), nullable=True),

@@ -23,9 +23,25 @@ SQLite keeps the index in shadow tables (images_search_data, _idx, _docsize, _co
 are not in models/tables.py: models.tables.is_schema_object leaves them out of comparisons.
 A later migration that rebuilds `images` (Alembic's batch mode copies the table) drops its
 triggers with it and must create them again, as it must those of 0002.
+
+PostgreSQL (14 or newer): a stored generated column `search_words`, the `tsvector` of the file
+name and the caption, with a GIN index. Both sides of a match go through one function,
+`htx_search_words`: `unaccent` folds diacritics, ASCII punctuation becomes spaces (so
+"IMG_0042.jpg" is the words img, 0042 and jpg, as FTS5's tokenizer has it, and never a
+"file" or "host" token of PostgreSQL's parser), and the `simple` configuration folds case
+without stemming. `htx_search_query` turns a search's words into the same query FTS5 gets:
+each word a phrase of its tokens, the last a prefix, all words required. The status filter is
+a plain condition: the planner picks between the GIN index (rare words) and walking the
+primary key newest first (words found everywhere), which it can judge from the column's
+statistics. The `unaccent` extension is trusted: a database owner may create it.
 """
 
+from string import punctuation as ASCII_PUNCTUATION
+
 from alembic import op
+
+# Migrations keep the names they created, whatever models/tables.py later calls them.
+SEARCH_COLUMN = "search_words"
 
 revision = "0003"
 down_revision = "0002"
@@ -52,7 +68,36 @@ def _remove(row: str) -> str:
     )
 
 
+def _postgresql_upgrade() -> None:
+    op.execute("CREATE EXTENSION IF NOT EXISTS unaccent")
+    # SQL-standard bodies bind `unaccent` when they are created: no search_path surprise later.
+    punctuation = ASCII_PUNCTUATION.replace("'", "''")
+    op.execute(
+        "CREATE FUNCTION htx_search_words(text) RETURNS text LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE "
+        f"RETURN translate(unaccent('unaccent'::regdictionary, $1), '{punctuation}', '{' ' * len(ASCII_PUNCTUATION)}')"
+    )
+    op.execute(
+        """
+        CREATE FUNCTION htx_search_query(words text[]) RETURNS tsquery LANGUAGE sql STABLE STRICT PARALLEL SAFE
+        BEGIN ATOMIC
+            SELECT string_agg('(' || phrase::text || ':*)', ' & ')::tsquery
+            FROM (SELECT phraseto_tsquery('simple', htx_search_words(word)) AS phrase FROM unnest(words) AS word) AS parts
+            WHERE numnode(phrase) > 0;
+        END
+        """
+    )
+    op.execute(
+        f"ALTER TABLE images ADD COLUMN {SEARCH_COLUMN} tsvector GENERATED ALWAYS AS ("
+        "to_tsvector('simple', htx_search_words(filename)) || "
+        "to_tsvector('simple', htx_search_words(coalesce(caption, '')))) STORED"
+    )
+    op.execute(f"CREATE INDEX ix_images_{SEARCH_COLUMN} ON images USING gin ({SEARCH_COLUMN})")
+
+
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        _postgresql_upgrade()
+        return
     op.execute(
         f"CREATE VIRTUAL TABLE images_search USING fts5({_NAMES}, "
         "content='images', content_rowid='id', tokenize='unicode61 remove_diacritics 2')"
@@ -70,6 +115,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"ALTER TABLE images DROP COLUMN {SEARCH_COLUMN}")
+        op.execute("DROP FUNCTION htx_search_query(text[])")
+        op.execute("DROP FUNCTION htx_search_words(text)")
+        return
     for name in ("insert", "delete", "update"):
         op.execute(f"DROP TRIGGER images_search_{name}")
     op.execute("DROP TABLE images_search")
