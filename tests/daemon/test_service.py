@@ -6,6 +6,8 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select
@@ -116,12 +118,18 @@ def test_heartbeat_names_the_captioner(config: Config, start_daemon) -> None:
     assert state.caption_model is None
 
 
-def _prepare_database(config: Config) -> DatabaseWriter:
+@contextmanager
+def _prepared_writer(config: Config) -> Iterator[DatabaseWriter]:
+    """A writer on the daemon's database, for rows a crash would have left; closed after."""
     engine = make_engine(config.database_url)
     migrate.upgrade(engine)
     writer = DatabaseWriter(engine)
     writer.start()
-    return writer
+    try:
+        yield writer
+    finally:
+        writer.stop()
+        engine.dispose()
 
 
 # The second: a name from a Latin-1 client, which is no UTF-8 text, as the database keeps it.
@@ -130,18 +138,17 @@ def test_restart_after_a_crash_mid_processing_finishes_the_image(config: Config,
     # The state a kill -9 leaves: the row says processing, the file is still in the inbox.
     config.inbox_dir.mkdir(parents=True)
     shutil.copyfile(CORPUS_DIR / "flower.jpg", config.inbox_dir / name)
-    writer = _prepare_database(config)
     digest = hash_file(config.inbox_dir / name, config.pipeline.max_file_bytes)
-    image_id = writer.call(
-        records.insert_pending,
-        sha256=digest.sha256,
-        filename=display_name(name, keep_folders=True),
-        inbox_path=stored_name(name),
-        size_bytes=digest.size_bytes,
-        hash_ms=1.0,
-    )
-    assert writer.call(records.claim, image_id)
-    writer.stop()
+    with _prepared_writer(config) as writer:
+        image_id = writer.call(
+            records.insert_pending,
+            sha256=digest.sha256,
+            filename=display_name(name, keep_folders=True),
+            inbox_path=stored_name(name),
+            size_bytes=digest.size_bytes,
+            hash_ms=1.0,
+        )
+        assert writer.call(records.claim, image_id)
 
     start_daemon(config)
     rows = wait_for(_finished(config, 1), what="the interrupted image")
@@ -166,16 +173,15 @@ def test_restart_after_a_crash_between_commit_and_move_moves_the_file(config: Co
 
 
 def test_pending_row_whose_file_vanished_is_failed_not_left_pending(config: Config, start_daemon) -> None:
-    writer = _prepare_database(config)
-    image_id = writer.call(
-        records.insert_pending,
-        sha256="0" * 64,
-        filename="gone.jpg",
-        inbox_path="gone.jpg",
-        size_bytes=10,
-        hash_ms=1.0,
-    )
-    writer.stop()
+    with _prepared_writer(config) as writer:
+        image_id = writer.call(
+            records.insert_pending,
+            sha256="0" * 64,
+            filename="gone.jpg",
+            inbox_path="gone.jpg",
+            size_bytes=10,
+            hash_ms=1.0,
+        )
     start_daemon(config)
     rows = read_images(config)
     assert [(row["id"], row["status"], row["error_kind"]) for row in rows] == [(image_id, "failed", "missing")]
