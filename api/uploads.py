@@ -2,7 +2,7 @@
 
 The body is parsed as it arrives (python-multipart's push parser), and the `file` part goes
 straight to `uploads/<random>.part` with a running SHA-256 and size, so an upload never sits in
-memory whole. Its type is decided by its first bytes (the daemon's own `sniff_format`), not by
+memory whole. Its type is decided by its first bytes (`sniff_format`, as the daemon does), not by
 its name or content type, and as soon as they arrive: anything but JPEG or PNG is refused at
 once and leaves nothing behind. A damaged or empty JPEG/PNG is accepted: the daemon records it
 as failed with the reason, exactly as if it had been dropped into the inbox.
@@ -45,11 +45,11 @@ from api.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from daemon.decode import EXTENSIONS, SNIFF_BYTES, sniff_format
-from daemon.errors import CorruptImage, UnsupportedFormat
-from daemon.watcher import IgnoreRules
 from models import queries
 from models.config import Config
+from models.formats import EXTENSIONS, SNIFF_BYTES, sniff_format
+from models.ignore import IgnoreRules
+from models.image_errors import CorruptImage, UnsupportedFormat
 from models.names import display_name
 
 log = logging.getLogger("htx.api.uploads")

@@ -2,6 +2,9 @@
 
 Each error is a kind of `PipelineError`; its message is what gets stored and shown, so it
 says what is wrong with the file in words a person can act on, and never holds a server path.
+The errors of a file's bytes that the API raises too (`CorruptImage`, `UnsupportedFormat`)
+and their base live in models.image_errors; they are named here as well so that the daemon
+imports every error from one place.
 """
 
 from __future__ import annotations
@@ -10,30 +13,21 @@ import errno
 
 from sqlalchemy.exc import DatabaseError, DBAPIError, InterfaceError, OperationalError
 
+from models.image_errors import CorruptImage, PipelineError, UnsupportedFormat
 
-class PipelineError(Exception):
-    """A file that cannot become a `done` record. `kind` is stored as `error_kind`."""
-
-    kind = "internal"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class UnsupportedFormat(PipelineError):
-    kind = "unsupported"
-
-    def __init__(self, format_name: str) -> None:
-        super().__init__(f"unsupported format: {format_name} (only JPEG and PNG are accepted)")
-        self.format_name = format_name
-
-
-class CorruptImage(PipelineError):
-    kind = "corrupt"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(f"corrupt image: {detail}")
+__all__ = [
+    "CorruptImage",
+    "EnvironmentFault",
+    "MissingFile",
+    "NotRegularFile",
+    "PipelineError",
+    "SourceChanged",
+    "TooLarge",
+    "UnsupportedFormat",
+    "database_fault",
+    "is_database_fault",
+    "storage_fault",
+]
 
 
 class TooLarge(PipelineError):

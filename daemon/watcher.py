@@ -11,7 +11,6 @@ complete and hands it to the daemon:
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import threading
@@ -37,6 +36,7 @@ from watchdog.observers.polling import PollingObserver
 from daemon.errors import NotRegularFile
 from daemon.files import open_regular
 from models.config import WatchConfig
+from models.ignore import IgnoreRules
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +46,6 @@ NETWORK_FILESYSTEMS = {
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "fuse.glusterfs",
     "fuse.sshfs", "sshfs", "davfs", "fuse.davfs2", "fuse.rclone", "fuse.s3fs", "lustre", "gpfs",
 }
-
-
-class IgnoreRules:
-    """Names that never become records: hidden files, temporary names, NAS litter."""
-
-    def __init__(self, patterns: tuple[str, ...]) -> None:
-        self._patterns = tuple(pattern.lower() for pattern in patterns)
-
-    def ignored_name(self, name: str) -> bool:
-        lowered = name.lower()
-        return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in self._patterns)
-
-    def ignored(self, relative: Path) -> bool:
-        """True if any part of the path (a folder or the file) matches a pattern."""
-        return any(self.ignored_name(part) for part in relative.parts)
 
 
 def iter_inbox_files(inbox: Path, rules: IgnoreRules, *, recursive: bool) -> Iterator[Path]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from api import uploads
-from daemon.watcher import IgnoreRules
 from models.config import Config, WatchConfig
+from models.ignore import IgnoreRules
 from tests.api.conftest import serve, wait_status
 from tests.helpers import CORPUS_DIR, read_images, wait_for
 

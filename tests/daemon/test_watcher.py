@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from daemon.watcher import IgnoreRules, choose_mode
+from daemon.watcher import choose_mode
 from models.config import Config
 from tests.helpers import CORPUS_DIR, copy_in, finished, read_images, rename_in, wait_for
 
@@ -158,15 +158,6 @@ def test_periodic_rescan_catches_what_events_missed(make_config, start_daemon) -
         stop.set()
         runner.join()
     assert rows[0]["filename"] == "missed.jpg"
-
-
-def test_ignore_rules_match_every_part_of_the_path() -> None:
-    rules = IgnoreRules(("*.part", ".*", "@eaDir"))
-    assert rules.ignored(Path("a/b/c.part"))
-    assert rules.ignored(Path("@eaDir/x.jpg"))
-    assert rules.ignored(Path("x/.cache/y.jpg"))
-    assert rules.ignored(Path("X.PART"))
-    assert not rules.ignored(Path("album/photo.jpg"))
 
 
 def test_auto_mode_polls_network_filesystems(tmp_path: Path, monkeypatch) -> None:
