@@ -93,6 +93,13 @@ class CaptionWorker:
             self._changed.notify_all()
             return True
 
+    def ready_for(self, count: int) -> bool:
+        """Whether `count` more images would wait no longer than the next two batches: images
+        are claimed from the queue no sooner than the model will take them (while it loads,
+        other processes' caption workers may)."""
+        with self._changed:
+            return not self._stopping and len(self._waiting) + count <= 2 * self.batch_size
+
     def stop(self) -> None:
         """Cut the batch in hand short and hand it back, with every image still waiting.
 

@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,17 +164,25 @@ def error_note(failed_file: Path) -> Path:
     return failed_file.with_name(failed_file.name + ERROR_NOTE_SUFFIX)
 
 
-def remove_stale_temporaries(folders: list[Path]) -> int:
+# A temporary being written is touched every few milliseconds: one this old was left by a kill.
+STALE_TEMPORARY_S = 600.0
+
+
+def remove_stale_temporaries(folders: list[Path], *, older_than_s: float = STALE_TEMPORARY_S) -> int:
     """Delete the temporaries of `write_atomically` and `move_file` that a kill left behind in
-    the daemon's own folders; returns how many. Only at start, while nothing writes them."""
+    the daemon's own folders; returns how many. Other daemons may share the folders and be
+    writing theirs right now, so only those untouched for `older_than_s` go."""
     removed = 0
+    cutoff = time.time() - older_than_s
     for top in folders:
         for folder, _subfolders, names in os.walk(top):
             for name in names:
                 if name.startswith(".") and name.endswith(".tmp"):
+                    path = os.path.join(folder, name)
                     try:
-                        os.unlink(os.path.join(folder, name))
-                        removed += 1
+                        if os.lstat(path).st_mtime < cutoff:
+                            os.unlink(path)
+                            removed += 1
                     except FileNotFoundError:
                         pass
     return removed

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from daemon.errors import PipelineError
 from daemon.pipeline import PreparedImage
@@ -54,10 +56,21 @@ def find_by_sha(connection: Connection, sha256: str) -> KnownImage | None:
 
 
 def insert_pending(
-    connection: Connection, *, sha256: str, filename: str, inbox_path: str, size_bytes: int, hash_ms: float
-) -> int:
+    connection: Connection,
+    *,
+    sha256: str,
+    filename: str,
+    inbox_path: str,
+    size_bytes: int,
+    hash_ms: float,
+    source_identity: str | None = None,
+) -> int | None:
+    """A new pending image; None if its bytes already have a row (another process registered
+    the same bytes a moment ago: the unique digest decides, never two records)."""
+    dialect_insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     result = connection.execute(
-        insert(images).values(
+        dialect_insert(images)
+        .values(
             sha256=sha256,
             filename=filename,
             status="pending",
@@ -65,9 +78,12 @@ def insert_pending(
             inbox_path=inbox_path,
             size_bytes=size_bytes,
             hash_ms=hash_ms,
+            source_identity=source_identity,
         )
+        .on_conflict_do_nothing(index_elements=["sha256"])
+        .returning(images.c.id)
     )
-    return result.inserted_primary_key[0]
+    return result.scalar_one_or_none()
 
 
 def update_image(connection: Connection, image_id: int, values: dict[str, Any]) -> None:
@@ -216,6 +232,7 @@ def caption_values(
 
 def write_heartbeat(
     connection: Connection,
+    worker_id: int,
     *,
     pid: int,
     started_at: datetime,
@@ -224,23 +241,26 @@ def write_heartbeat(
     caption_status: str | None,
     problem: str | None = None,
 ) -> None:
-    """The daemon is alive (and not stopped), runs this model, and waits out `problem` if any."""
-    values = {
-        "pid": pid,
-        "started_at": started_at,
-        "heartbeat_at": utcnow(),
-        "caption_model": caption_model,
-        "caption_device": caption_device,
-        "caption_status": caption_status,
-        "problem": problem,
-        "stopped_at": None,
-    }
-    changed = connection.execute(update(daemon_state).where(daemon_state.c.id == 1).values(**values))
-    if changed.rowcount == 0:
-        connection.execute(insert(daemon_state).values(id=1, **values))
+    """The worker is alive (and not stopped), runs this model, and waits out `problem` if any."""
+    connection.execute(
+        update(daemon_state)
+        .where(daemon_state.c.id == worker_id)
+        .values(
+            pid=pid,
+            started_at=started_at,
+            heartbeat_at=utcnow(),
+            caption_model=caption_model,
+            caption_device=caption_device,
+            caption_status=caption_status,
+            problem=problem,
+            stopped_at=None,
+        )
+    )
 
 
-def write_stopped(connection: Connection) -> None:
-    """A clean stop: readers show the daemon as stopped at once, not when its heartbeat ages."""
+def write_stopped(connection: Connection, worker_id: int) -> None:
+    """A clean stop: readers show the worker as stopped at once, not when its heartbeat ages."""
     now = utcnow()
-    connection.execute(update(daemon_state).where(daemon_state.c.id == 1).values(stopped_at=now, heartbeat_at=now, problem=None))
+    connection.execute(
+        update(daemon_state).where(daemon_state.c.id == worker_id).values(stopped_at=now, heartbeat_at=now, problem=None)
+    )

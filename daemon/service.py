@@ -1,31 +1,39 @@
-"""The daemon: registers complete files, runs the pipeline on a small pool, records outcomes.
+"""The daemon: registers complete files, and processes images it claims from the database.
 
-Threads, each with one job:
-- the watcher's tracker and watchdog's observer find complete files and `offer` them;
-- the registrar hashes each file and creates (or finds) its row, so a new file has an id
-  within milliseconds, however long the queue of work is;
-- `pipeline.workers` workers run the stages and record the outcome, or, when a caption model
-  is configured, record metadata and thumbnails and hand the image to the caption worker;
-- the caption worker loads the model in the background, captions images in batches, and
-  records each image's final outcome;
-- the database writer applies every write, one transaction at a time.
+The database is the queue (daemon.work_queue): any number of daemon processes, on any number
+of machines sharing one database and one data folder, take images from it. Each process has
+roles (pipeline.roles), and threads, each with one job:
+- "watch": the watch thread holds the inbox lock (daemon.inbox_lock: one process at a time;
+  another takes over within seconds when it dies), runs the watcher, and rescans; the
+  registrar hashes each complete file and inserts its pending row (unique on the digest, so
+  two registrations of the same bytes never make two records), then wakes the workers;
+- "thumbnails": `pipeline.workers` workers claim pending images one at a time, run the stages
+  and record the outcome, or, when a caption model is configured, record metadata and
+  thumbnails and hand the image to the caption stage: in this process when it has the
+  "captions" role too, else through the database, the original moved to the store;
+- "captions": the caption worker loads the model in the background and captions images in
+  batches: those handed over in this process, and those it claims from the database;
+- the lease thread renews this process's claims and puts back those of dead workers;
+- the database writer applies every write of the process, one transaction at a time.
 
-Crash safety: a row is committed before its file moves; on start, rows left `processing`
-go back to `pending`, and a file found in the inbox whose bytes already have a record is either
-a duplicate (removed) or the original of that record that a crash left behind (moved on).
+Crash safety: a row is committed before its file moves; an outcome is committed only while
+its claim is held, so a worker whose claim was taken over writes nothing; a dead worker's
+claims go back to pending (at once when it was a process of this machine, else when their
+lease runs out), and a file found in the inbox whose bytes already have a record is either a
+duplicate (removed) or the original of that record that a crash left behind (moved on).
 
 Only regular files are read, never through a symlink (daemon.files.open_regular): anything
 else in the inbox is named once in the log and left alone. A fault of the machine (a full
-disk, a data folder that cannot be written, a database that cannot be written) is never the
-image's: the image goes back to `pending` and every thread waits it out (daemon.outage).
+disk, a data folder that cannot be written, a database that cannot be reached or written) is
+never the image's: the claim goes back and every thread waits it out (daemon.outage).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
+import socket
 import stat
 import threading
 import time
@@ -36,7 +44,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
-from daemon import records
+from daemon import records, work_queue
 from daemon.caption_worker import CaptionOutcome, CaptionWorker
 from daemon.captioner import Captioner, make_captioner
 from daemon.decode import EXTENSIONS, configure_pillow
@@ -59,11 +67,15 @@ from daemon.files import (
     move_file,
     remove_stale_temporaries,
 )
+from daemon.inbox_lock import inbox_lock
 from daemon.memory_budget import DecodeBudget, DecodeStopped
 from daemon.notify import SystemdNotifier
 from daemon.outage import Outage
 from daemon.pipeline import prepare
+from daemon.recaption import caption_input
 from daemon.watcher import InboxWatcher
+from daemon.work_queue import CAPTION, PREPARE, Claim
+from daemon.work_signal import WorkSignal
 from daemon.writer import DatabaseWriter
 from models import migrate
 from models.config import Config
@@ -74,6 +86,9 @@ from models.names import display_name, real_name, stored_name
 log = logging.getLogger("htx.daemon")
 
 HEARTBEAT_S = 5.0
+# How often a process that does not hold the inbox lock tries for it, and the holder checks
+# it still has it: the longest a dead watcher leaves the inbox unwatched.
+WATCH_CHECK_S = 2.0
 # Files skipped (not regular, unreadable) are named once each; past this many remembered, the
 # memory is cleared and a file may be named once more.
 MAX_SKIPPED_REMEMBERED = 10_000
@@ -82,21 +97,25 @@ MAX_SKIPPED_REMEMBERED = 10_000
 # A file that arrived in the inbox: its path and inode. A new file at the same path (an upload
 # renamed in as the last one with that name leaves) is another arrival.
 Arrival = tuple[Path, int]
+Identity = tuple[int, int, int]  # inode, size, mtime (ns): daemon.files.file_identity
+
+
+def identity_text(identity: Identity) -> str:
+    return ":".join(str(part) for part in identity)
 
 
 @dataclass(frozen=True)
 class Job:
-    """One registered image waiting for the pipeline."""
+    """One claimed image, as a worker processes it."""
 
     image_id: int
     sha256: str
     size_bytes: int
-    hash_ms: float
+    earlier_ms: float  # time already spent on it: hashing, and an earlier stage's
     filename: str
     source: Path  # where its bytes are now
-    arrival: Arrival | None  # None when the source is in the store (reprocessing)
-    identity: tuple[int, int, int]  # of the source when hashed: inode, size, mtime
-    held: bool = False  # held back by a fault of the environment: its row may be `processing`
+    arrival: Arrival | None  # None when the source is in the store (reprocessing, captions)
+    identity: Identity  # of the source when hashed: the bytes processed must be those
 
 
 @dataclass(frozen=True)
@@ -104,20 +123,27 @@ class CaptionTask:
     """A job waiting for its caption: metadata and thumbnails are already committed."""
 
     job: Job
-    image_format: str
+    image_format: str | None  # None: its original is in the store already
     started: float  # perf_counter at claim, for processing_ms
 
 
 class Daemon:
     def __init__(self, config: Config, captioner: Captioner | None = None, *, observe: bool = True) -> None:
         self.config = config
+        self.roles = frozenset(config.pipeline.roles)
         self.captioner: Captioner = captioner if captioner is not None else make_captioner(config)
         self.engine = make_engine(config.database_url)
         self.writer = DatabaseWriter(self.engine)
-        self.watcher = InboxWatcher(config.inbox_dir, config.watch, self.offer, observe=observe)
-        self._worker_count = config.pipeline.workers or os.cpu_count() or 1
+        self._observe = observe
+        self.watcher: InboxWatcher | None = None  # while this process holds the inbox lock
+        self._inbox_lock = inbox_lock(self.engine, config.data_dir)
+        self._signal = WorkSignal(self.engine)
+        self.host = socket.gethostname()
+        self.worker_id: int | None = None  # this process's daemon_state row, once started
+        self.worker_name = f"{self.host}:{os.getpid()}"
+        self._worker_count = (config.pipeline.workers or os.cpu_count() or 1) if "thumbnails" in self.roles else 0
         self._captions: CaptionWorker | None = None
-        if self.captioner.input_size is not None:
+        if self.captioner.input_size is not None and "captions" in self.roles:
             self._captions = CaptionWorker(
                 self.captioner,
                 batch_size=config.caption.batch_size,
@@ -126,29 +152,39 @@ class Daemon:
                 hand_back=self._caption_handed_back,
                 on_status=lambda _status: self._try_heartbeat(),
             )
-        self._registrations: queue.Queue[Path] = queue.Queue()
-        self._jobs: queue.Queue[Job] = queue.Queue()
+        self._registrations: queue.Queue[Arrival] = queue.Queue()
         self._stopping = threading.Event()
         # Decoded pixels held at once by all workers: large images wait their turn.
         self._budget = DecodeBudget(config.pipeline.decode_memory_mb * 1024 * 1024, stop=self._stopping)
         self._threads: list[threading.Thread] = []
         self._started_at = records.utcnow()
-        # Work known to the daemon and not finished: paths offered, image ids queued.
+        # Work in this process and not finished: files offered and not yet registered (each
+        # counted once), claims in hand.
         self._state = threading.Condition()
         self._arrivals: set[Arrival] = set()
-        self._active_ids: set[int] = set()
         self._outstanding = 0
         # Names in failed/ are picked and used under this lock, so two failures never share one.
         self._failed_names = threading.Lock()
         self._outage = Outage(self._check_environment, on_change=lambda _problem: self._try_heartbeat())
         self._skipped: set[tuple[Path, int, int, str]] = set()
 
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The queue stages this process claims."""
+        stages = []
+        if self._worker_count:
+            stages.append(PREPARE)
+        if self._captions is not None:
+            stages.append(CAPTION)
+        return tuple(stages)
+
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self, stop: threading.Event | None = None) -> bool:
-        """Prepare the data folder and database, then start every thread and scan the inbox.
+        """Prepare the data folder and database, then start every thread (and, when this
+        process gets the inbox lock, watch and scan the inbox).
 
-        With `stop`, a fault of the environment (a full disk, a locked database) is waited out
+        With `stop`, a fault of the environment (a full disk, a database down) is waited out
         until it goes, or until `stop` is set (then False: nothing was started). Without, it
         is raised.
         """
@@ -164,30 +200,73 @@ class Daemon:
                 if not self._outage.pause(stop):
                     return False
         self._outage.resolve()
+        self._signal.start()
         if self._captions is not None:
             self._captions.start()  # loads the model in the background; images queue meanwhile
-        self._spawn("htx-registrar", self._registrar_loop)
+            self._spawn("htx-caption-feeder", self._caption_feeder_loop)
         for number in range(self._worker_count):
             self._spawn(f"htx-worker-{number}", self._worker_loop)
-        self._queue_pending_images()
-        self.watcher.start()
-        found = self.watcher.scan()
+        self._spawn("htx-leases", self._lease_loop)
+        if "watch" in self.roles:
+            self._spawn("htx-registrar", self._registrar_loop)
+            if not self._start_watching():
+                log.info(
+                    "another process watches the inbox; this one (%s) processes, and takes the watch if it stops",
+                    ", ".join(sorted(self.roles)),
+                )
+            self._spawn("htx-watch", self._watch_loop)
+        else:
+            log.info("processing (%s, %d worker(s)); not watching the inbox", ", ".join(sorted(self.roles)), self._worker_count)
+        return True
+
+    def _start_watching(self) -> bool:
+        """Take the inbox lock if it is free, then watch and scan; whether this process watches."""
+        if not self._inbox_lock.try_acquire():
+            return False
+        watcher = InboxWatcher(self.config.inbox_dir, self.config.watch, self.offer, observe=self._observe)
+        watcher.start()
+        self.watcher = watcher
+        found = watcher.scan()
         log.info(
             "watching %s (%s, %d worker(s)); %d file(s) already in the inbox",
             self.config.inbox_dir,
-            self.watcher.mode,
+            watcher.mode,
             self._worker_count,
             found,
         )
         return True
+
+    def _stop_watching(self) -> None:
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.stop()
+        self._inbox_lock.release()
+
+    def _watch_loop(self) -> None:
+        """Keep the inbox watched by this process, or stand by for it; rescan while watching."""
+        rescan_s = self.config.watch.rescan_s or float("inf")
+        next_rescan = time.monotonic() + rescan_s
+        while not self._stopping.wait(WATCH_CHECK_S):
+            if self.watcher is None:
+                if self._start_watching():
+                    next_rescan = time.monotonic() + rescan_s
+                continue
+            if not self._inbox_lock.still_held():
+                log.warning("lost the inbox lock (the database connection ended); another process may watch now")
+                self._stop_watching()
+                continue
+            if time.monotonic() >= next_rescan:
+                found = self.watcher.scan()
+                log.debug("rescanned the inbox: %d file(s)", found)
+                next_rescan = time.monotonic() + rescan_s
 
     def _folders(self) -> list[Path]:
         config = self.config
         return [config.inbox_dir, config.uploads_dir, config.originals_dir, config.thumbnails_dir, config.failed_dir]
 
     def _prepare(self) -> None:
-        """Folders, database schema, and the rows a crash left behind; EnvironmentFault if the
-        machine does not allow it yet."""
+        """Folders, database schema, this process's worker row, and the claims of workers of
+        this machine that died; EnvironmentFault if the machine does not allow it yet."""
         self._make_folders()
         removed = remove_stale_temporaries([self.config.thumbnails_dir, self.config.originals_dir, self.config.failed_dir])
         if removed:
@@ -199,10 +278,48 @@ class Daemon:
             # Whatever stops a migration (a server down, a role without the rights it needs)
             # is for the administrator to fix: said once, and waited out.
             raise database_fault(error) from error
-        interrupted = self.writer.call(records.reset_interrupted)
-        if interrupted:
-            log.info("%d image(s) interrupted by a stop or crash are queued again", interrupted)
+        if self.worker_id is None:
+            self.worker_id = self.writer.call(
+                work_queue.register_worker,
+                host=self.host,
+                pid=os.getpid(),
+                roles=" ".join(role for role in self.config.pipeline.roles),
+                started_at=self._started_at,
+            )
+        self._requeue_lost(at_start=True)
         self.heartbeat()
+
+    def _requeue_lost(self, *, at_start: bool = False) -> None:
+        """Put back the claims of workers that are gone: this machine's dead processes (known
+        at once), and anyone's whose lease ran out."""
+        dead = [
+            worker_id
+            for worker_id, pid in self.writer.call(work_queue.local_workers, self.host)
+            if worker_id != self.worker_id and not _process_alive(pid)
+        ]
+        requeued, failed = self.writer.call(
+            work_queue.requeue_lost, max_attempts=self.config.pipeline.max_attempts, dead_workers=dead
+        )
+        if dead:
+            self.writer.call(work_queue.mark_stopped, dead)
+        if requeued:
+            when = "interrupted by a stop or crash" if at_start else "whose worker stopped"
+            log.info("%d image(s) %s are queued again", requeued, when)
+            self._signal.wake()
+        if failed:
+            log.warning("%d image(s) failed: every worker that processed them stopped before it finished", failed)
+
+    def _lease_loop(self) -> None:
+        """Renew this process's leases well before they run out; put back lost claims."""
+        interval = self.config.pipeline.lease_s / 3
+        while not self._stopping.wait(interval):
+            try:
+                self.writer.call(work_queue.renew, self.worker_id, lease_s=self.config.pipeline.lease_s)
+                self._requeue_lost()
+            except EnvironmentFault as fault:
+                self._report(fault)
+            except Exception:
+                log.exception("could not renew the leases")
 
     def _make_folders(self) -> None:
         for folder in self._folders():
@@ -232,18 +349,20 @@ class Daemon:
         self.heartbeat()  # the database can be written
 
     def stop(self) -> None:
-        """Stop taking work, let each thread finish the image in hand, then close the database."""
-        self.watcher.stop()
+        """Stop taking work, let each thread finish the image in hand (or give it back), then
+        close the database."""
         self._stopping.set()
+        self._stop_watching()
+        self._signal.stop()
         if self._captions is not None:
             # Cuts the batch in hand short; it and the images still waiting go back to pending.
             self._captions.stop()
         for thread in self._threads:
             thread.join()
         self._threads.clear()
-        if self.writer.running:
+        if self.writer.running and self.worker_id is not None:
             try:
-                self.writer.call(records.write_stopped)
+                self.writer.call(records.write_stopped, self.worker_id)
             except EnvironmentFault as fault:
                 log.warning("could not record the stop (%s): readers see the daemon as stale in a while", fault)
         self.writer.stop()
@@ -255,8 +374,8 @@ class Daemon:
         return self._captions is not None and self._captions.running
 
     def run(self, stop: threading.Event, notifier: SystemdNotifier | None = None) -> None:
-        """Serve until `stop` is set: heartbeat, rescan the inbox every `watch.rescan_s`, and
-        queue images someone asked to reprocess.
+        """Serve until `stop` is set, saying every few seconds in the database that this
+        process is alive.
 
         With systemd, says READY=1 now and WATCHDOG=1 after every heartbeat: the heartbeat goes
         through the database writer, so a stuck writer also stops the pings and gets the daemon
@@ -266,63 +385,61 @@ class Daemon:
         interval = HEARTBEAT_S
         if notifier.watchdog_interval_s:
             interval = min(interval, notifier.watchdog_interval_s / 2)
-        notifier.ready(f"watching {self.config.inbox_dir} ({self.watcher.mode})")
-        rescan_s = self.config.watch.rescan_s or float("inf")
-        next_rescan = time.monotonic() + rescan_s
-        while not stop.wait(min(interval, max(0.0, next_rescan - time.monotonic()))):
+        watching = f"watching {self.config.inbox_dir}" if self.watcher is not None else "standing by for the inbox"
+        notifier.ready(f"{watching}; {', '.join(sorted(self.roles))}")
+        while not stop.wait(interval):
             # systemd's watchdog is fed only when the database took the heartbeat: a daemon that
             # cannot write it for long is restarted, which is what that setting asks for.
             if self._try_heartbeat():
                 notifier.watchdog()
-            if self._outage.problem is None:
-                try:
-                    self._queue_pending_images(stored_only=True)
-                except EnvironmentFault as fault:
-                    self._report(fault)
-            if time.monotonic() >= next_rescan:
-                found = self.watcher.scan()
-                log.debug("rescanned the inbox: %d file(s)", found)
-                next_rescan = time.monotonic() + rescan_s
         notifier.stopping()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until every file seen so far is finished; False if `timeout` passed first."""
+        """Wait until every file seen so far is registered and the queue holds nothing this
+        process could take; False if `timeout` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while deadline is None or time.monotonic() < deadline:
             with self._state:
                 self._state.wait_for(lambda: self._outstanding == 0, timeout=0.1)
             # Checked outside the lock: the tracker takes its own lock, then calls `offer`.
-            if self.watcher.settling() == 0:
+            watcher = self.watcher
+            if (watcher is None or watcher.settling() == 0) and self._outstanding == 0 and self._queue_empty():
                 with self._state:
                     if self._outstanding == 0:
                         return True
+            time.sleep(0.05)
         return False
+
+    def _queue_empty(self) -> bool:
+        try:
+            return self.writer.call(work_queue.pending_count, self.stages, self.worker_id) == 0
+        except EnvironmentFault:
+            return False
 
     def process_now(self, path: Path) -> int | None:
         """Register and process one inbox file on the calling thread; its image id, if any.
 
-        For tools and benchmarks: the same code path as the workers, without the queues.
+        For tools and benchmarks: the same code path as the workers.
         """
         arrival = (path, path.stat().st_ino)
         with self._state:
             self._arrivals.add(arrival)
             self._outstanding += 1
-        job = self._register(arrival)
-        if job is None:
-            self._release(arrival)
-            return None
-        taken_over = False
         try:
-            taken_over = self._process(job)  # with a caption model, the caption worker finishes it
+            image_id = self._register(arrival)
         finally:
-            if not taken_over:
-                self._release(arrival, job.image_id)
-        return job.image_id
+            self._release(arrival)
+        if image_id is None:
+            return None
+        for claim in self.writer.call(work_queue.claim_ids, self.worker_id, [image_id], lease_s=self.config.pipeline.lease_s):
+            self._run_claim(claim)
+        return image_id
 
     def heartbeat(self) -> None:
-        """Say in the database that the daemon is alive, with what it runs and waits out."""
+        """Say in the database that this process is alive, with what it runs and waits out."""
         self.writer.call(
             records.write_heartbeat,
+            self.worker_id,
             pid=os.getpid(),
             started_at=self._started_at,
             caption_model=self.captioner.model_name,
@@ -340,6 +457,8 @@ class Daemon:
         self._outage.report(fault)
 
     def _try_heartbeat(self) -> bool:
+        if self.worker_id is None:
+            return False
         try:
             self.heartbeat()
         except EnvironmentFault as fault:
@@ -381,53 +500,13 @@ class Daemon:
             self._outstanding += 1
         self._registrations.put(arrival)
 
-    def _activate(self, image_id: int) -> bool:
-        """Mark an image as queued or in progress; False if it already is."""
-        with self._state:
-            if image_id in self._active_ids:
-                return False
-            self._active_ids.add(image_id)
-            return True
-
-    def _release(self, arrival: Arrival | None = None, image_id: int | None = None, *, counted: bool = True) -> None:
+    def _release(self, arrival: Arrival | None = None, *, counted: bool = True) -> None:
         with self._state:
             if arrival is not None:
                 self._arrivals.discard(arrival)
-            if image_id is not None:
-                self._active_ids.discard(image_id)
             if counted:
                 self._outstanding -= 1
             self._state.notify_all()
-
-    def _queue_pending_images(self, *, stored_only: bool = False) -> None:
-        """Queue `pending` rows that no thread holds: those an earlier run left (at start), and
-        those `htx reprocess` marked (`stored_only`: their bytes are in the store, not the inbox,
-        so they cannot race with a registration in progress)."""
-        for known in self.writer.call(records.pending_images, stored_only=stored_only):
-            if known.inbox_path is not None:
-                source = self.config.inbox_dir / real_name(known.inbox_path)
-            elif known.stored_path is not None:
-                source = self.config.data_dir / known.stored_path
-            else:
-                source = None
-            if not self._activate(known.id):
-                continue
-            try:
-                identity = file_identity(source) if source is not None else None
-            except OSError:
-                identity = None
-            if source is None or identity is None:
-                self._record_missing(known)
-                self._release(image_id=known.id, counted=False)
-                continue
-            arrival = (source, identity[0]) if known.inbox_path is not None else None
-            with self._state:
-                self._outstanding += 1
-                if arrival is not None:
-                    self._arrivals.add(arrival)
-            self._jobs.put(
-                Job(known.id, known.sha256, known.size_bytes, known.hash_ms or 0.0, known.filename, source, arrival, identity)
-            )
 
     def _skip(self, path: Path, reason: str) -> None:
         """Leave a file in the inbox unread, and say so once (not at every rescan)."""
@@ -444,11 +523,6 @@ class Daemon:
             self._skipped.add(key)
         log.warning("%s: %s: left in the inbox, not read", display_name(self._relative(path), keep_folders=True), reason)
 
-    def _record_missing(self, known: records.KnownImage) -> None:
-        error = MissingFile()
-        self.writer.call(records.update_image, known.id, records.failure_values(error))
-        log.warning("image %d %s: failed: %s", known.id, known.filename, error.message)
-
     # -- registration -------------------------------------------------------------------------
 
     def _registrar_loop(self) -> None:
@@ -457,20 +531,18 @@ class Daemon:
                 arrival = self._registrations.get(timeout=0.2)
             except queue.Empty:
                 continue
-            job = None
             while self._outage.wait_turn(self._stopping):
                 try:
-                    job = self._register(arrival)
+                    self._register(arrival)
                 except EnvironmentFault as fault:
                     self._report(fault)
                     continue
                 except Exception:
                     log.exception("could not register %s", display_name(self._relative(arrival[0]), keep_folders=True))
                 break
-            if job is None:
-                self._release(arrival)
-            else:
-                self._jobs.put(job)
+            # Forgotten once in the queue: a rescan that offers it again while it waits finds
+            # its row, and a new file that reuses the path and inode later is a new arrival.
+            self._release(arrival)
 
     def _relative(self, path: Path) -> str:
         try:
@@ -478,8 +550,9 @@ class Daemon:
         except ValueError:
             return path.name
 
-    def _register(self, arrival: Arrival) -> Job | None:
-        """Hash a complete inbox file and find or create its row; a Job if there is work to do."""
+    def _register(self, arrival: Arrival) -> int | None:
+        """Hash a complete inbox file and find or create its row; the image id if there is
+        work for it in the queue."""
         path = arrival[0]
         relative = self._relative(path)
         started = time.perf_counter()
@@ -495,34 +568,42 @@ class Daemon:
             return None
         hash_ms = (time.perf_counter() - started) * 1000
         inbox_path = stored_name(relative)
+        identity = identity_text(digest.identity)
         known = self.writer.call(records.find_by_sha, digest.sha256)
         if known is None:
-            filename = display_name(relative, keep_folders=True)
             image_id = self.writer.call(
                 records.insert_pending,
                 sha256=digest.sha256,
-                filename=filename,
+                filename=display_name(relative, keep_folders=True),
                 inbox_path=inbox_path,
                 size_bytes=digest.size_bytes,
                 hash_ms=hash_ms,
+                source_identity=identity,
             )
-            self._activate(image_id)
-            return Job(image_id, digest.sha256, digest.size_bytes, hash_ms, filename, path, arrival, digest.identity)
-        if known.status in ("pending", "processing"):
-            if not self._activate(known.id):
-                if known.inbox_path != inbox_path:
-                    self._discard_duplicate(path, relative, known, digest)
+            if image_id is not None:
+                self.writer.call(work_queue.announce)
+                self._signal.wake()
+                return image_id
+            known = self.writer.call(records.find_by_sha, digest.sha256)  # registered meanwhile
+            if known is None:
                 return None
-            # A row from before a restart whose file this is: carry on with it.
-            self.writer.call(records.update_image, known.id, {"inbox_path": inbox_path})
-            return Job(known.id, known.sha256, known.size_bytes, hash_ms, known.filename, path, arrival, digest.identity)
         stored = self.config.data_dir / known.stored_path if known.stored_path else None
-        if stored is not None and not os.path.lexists(stored):
-            # The row was committed but the daemon stopped before moving the file: finish that.
+        if known.inbox_path is None and stored is not None and not os.path.lexists(stored):
+            # The row was committed but its worker stopped before moving the file: finish that.
             with self._storage(stored):
                 move_file(path, stored)
             log.info("image %d %s: original moved to the store after an interrupted run", known.id, known.filename)
             return None
+        if known.status in ("pending", "processing"):
+            if known.inbox_path == inbox_path:
+                return None  # this very file, already in the queue
+            previous = self.config.inbox_dir / real_name(known.inbox_path) if known.inbox_path else None
+            if known.status == "pending" and previous is not None and not os.path.lexists(previous):
+                # Its file was renamed (or a restart finds it under another name): carry on with it.
+                self.writer.call(
+                    records.update_image, known.id, {"inbox_path": inbox_path, "source_identity": identity}
+                )
+                return known.id
         self._discard_duplicate(path, relative, known, digest)
         return None
 
@@ -556,59 +637,112 @@ class Daemon:
     def _worker_loop(self) -> None:
         while self._outage.wait_turn(self._stopping):
             try:
-                job = self._jobs.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            taken_over = False
-            try:
-                taken_over = self._process(job)
+                claims = self.writer.call(
+                    work_queue.claim, self.worker_id, stage=PREPARE, limit=1, lease_s=self.config.pipeline.lease_s
+                )
             except EnvironmentFault as fault:
                 self._report(fault)
-                self._hold(job)
-                taken_over = True  # held, not released
-            except DecodeStopped:  # stopping while it waited for decode memory: the next start takes it
-                self._back_to_pending(job)
-            except Exception:
-                self._record_internal_error(job, time.perf_counter())
-            finally:
-                if not taken_over:
-                    self._release_job(job)
+                continue
+            if not claims:
+                self._signal.wait()
+                continue
+            for claim in claims:
+                self._run_claim(claim)
 
-    def _hold(self, job: Job) -> None:
-        """A fault of the environment stopped this image: back to `pending`, and into the queue
-        again, to be taken once the fault is gone."""
-        self._back_to_pending(job)
-        self._jobs.put(dataclasses.replace(job, held=True))
-
-    def _back_to_pending(self, job: Job) -> None:
-        source = job.source
-        if job.arrival is not None:
-            values = {"inbox_path": stored_name(self._relative(source)), "stored_path": None}
-        else:
-            values = {"inbox_path": None, "stored_path": source.relative_to(self.config.data_dir).as_posix()}
+    def _run_claim(self, claim: Claim) -> None:
+        """Process one claimed image, whatever happens: an outcome, or the claim given back."""
+        with self._state:
+            self._outstanding += 1
         try:
-            self.writer.call(records.back_to_pending, job.image_id, **values)
+            job = self._job_for(claim)
+        except EnvironmentFault as fault:
+            self._report(fault)
+            job = None  # the claim is renewed, then given back by its lease, or taken again
+        if job is None:
+            self._release()
+            return
+        started = time.perf_counter()
+        taken_over = False
+        try:
+            taken_over = self._process(job, started)
+        except EnvironmentFault as fault:
+            self._report(fault)
+            self._give_back(job)
+        except DecodeStopped:  # stopping while it waited for decode memory: the next start takes it
+            self._give_back(job)
+        except Exception:
+            self._record_internal_error(job, started)
+        finally:
+            if not taken_over:
+                self._release_job(job)
+
+    def _job_for(self, claim: Claim) -> Job | None:
+        """Where a claimed image's bytes are, and whether they are still the bytes hashed; None
+        when there is nothing to process (recorded as missing, or dropped as rewritten)."""
+        known = claim.image
+        earlier_ms = claim.processing_ms if claim.stage == CAPTION and claim.processing_ms else known.hash_ms or 0.0
+        if known.inbox_path is not None:
+            source = self.config.inbox_dir / real_name(known.inbox_path)
+        elif known.stored_path is not None:
+            source = self.config.data_dir / known.stored_path
+        else:
+            source = None
+        try:
+            identity = file_identity(source) if source is not None else None
+        except OSError:
+            identity = None
+        if source is None or identity is None:
+            self._record_missing(known)
+            return None
+        arrival = (source, identity[0]) if known.inbox_path is not None else None
+        job = Job(known.id, known.sha256, known.size_bytes, earlier_ms, known.filename, source, arrival, identity)
+        if arrival is not None and claim.source_identity not in (None, identity_text(identity)):
+            # Rewritten since it was hashed: these are not the bytes of this row. The watcher
+            # registers the new bytes (the change was an event, and a rescan sees it too).
+            self._drop_rewritten(job)
+            return None
+        return job
+
+    def _record_missing(self, known: records.KnownImage) -> None:
+        error = MissingFile()
+        if self.writer.call(work_queue.finish, self.worker_id, known.id, records.failure_values(error) | self._by_me()):
+            log.warning("image %d %s: failed: %s", known.id, known.filename, error.message)
+
+    def _by_me(self) -> dict[str, str]:
+        return {"processed_by": self.worker_name}
+
+    def _give_back(self, job: Job) -> None:
+        """A fault of the environment, or a stop, interrupted this image: back to pending, with
+        where its bytes are now, to be claimed again (by any worker) once the fault is gone."""
+        if job.arrival is not None:
+            values = {"inbox_path": stored_name(self._relative(job.source)), "stored_path": None}
+        else:
+            values = {"inbox_path": None, "stored_path": job.source.relative_to(self.config.data_dir).as_posix()}
+        try:
+            self.writer.call(work_queue.release, self.worker_id, [job.image_id], values)
+            self._signal.wake()
         except EnvironmentFault:
-            pass  # the row stays `processing` until a retry claims it again, or a restart resets it
+            pass  # the claim stays until this process renews and retries it, or its lease runs out
 
     def _release_job(self, job: Job) -> None:
-        self._release(job.arrival, job.image_id)
-        if job.arrival is not None and os.path.lexists(job.source):
+        if job.arrival is not None:
+            with self._state:
+                self._arrivals.discard(job.arrival)
+        self._release()
+        watcher = self.watcher
+        if watcher is not None and job.arrival is not None and os.path.lexists(job.source):
             # Still in the inbox: rewritten while processed. Its events were ignored while this
             # job held it, so look at it again once its writer is done.
-            self.watcher.recheck(job.source)
+            watcher.recheck(job.source)
 
     def _record_internal_error(self, job: Job, started: float) -> None:
         """A bug, not a bad file (those are PipelineErrors): record it and keep going."""
         log.exception("image %d %s: unexpected error", job.image_id, job.filename)
         self._fail_safely(job, PipelineError("internal error while processing this image"), started)
 
-    def _process(self, job: Job) -> bool:
-        """Run the stages; True if the caption path has taken the image over (it finishes or
+    def _process(self, job: Job, started: float) -> bool:
+        """Run the stages; True if the caption worker has taken the image over (it finishes or
         hands back the image, and releases it). EnvironmentFault: nothing was recorded."""
-        if not self.writer.call(records.claim, job.image_id, resume=job.held):
-            return False
-        started = time.perf_counter()
         try:
             with self._storage(self.config.thumbnails_dir):
                 prepared = prepare(
@@ -623,8 +757,11 @@ class Daemon:
             self._fail(job, error, started)
             return False
         values = records.prepared_values(prepared)
-        if self._captions is None or prepared.caption_input is None:
+        if self.captioner.input_size is None or prepared.caption_input is None:
             self._finish(job, prepared.metadata.format, started, values | records.caption_values(None))
+            return False
+        if self._captions is None:
+            self._hand_to_captions(job, prepared.metadata.format, started, values)
             return False
         # Metadata and thumbnails are visible now; the caption follows when the model gets to it.
         self.writer.call(records.update_image, job.image_id, values)
@@ -632,6 +769,82 @@ class Daemon:
         if not self._captions.submit(prepared.caption_input, task):
             self._caption_handed_back(task)  # stopping
         return True
+
+    def _hand_to_captions(self, job: Job, image_format: str, started: float, values: dict) -> None:
+        """Metadata and thumbnails done, the caption left to a process with that role: the
+        original goes to the store, where that process reads it, and the image back in the
+        queue for its last stage."""
+        if self._superseded(job):
+            return
+        if self._source_changed(job):
+            self._fail(job, SourceChanged(), started)
+            return
+        stored_path = self._stored_path(job, image_format)
+        values = values | {
+            "status": "pending",
+            "stage": CAPTION,
+            "stored_path": stored_path,
+            "inbox_path": None,
+            "processing_ms": self._elapsed_ms(job, started),
+        }
+        if not self._record(job, values):
+            return
+        self._store(job.source, self.config.data_dir / stored_path)
+        self.writer.call(work_queue.announce)
+
+    # -- captions -----------------------------------------------------------------------------
+
+    def _caption_feeder_loop(self) -> None:
+        """Claim images waiting for their caption (from thumbnails-only workers, or given back)
+        and hand them to the caption worker, a batch at a time."""
+        assert self._captions is not None
+        batch_size = self.config.caption.batch_size
+        while self._outage.wait_turn(self._stopping):
+            if not self._captions.ready_for(batch_size):
+                self._stopping.wait(0.05)
+                continue
+            try:
+                claims = self.writer.call(
+                    work_queue.claim, self.worker_id, stage=CAPTION, limit=batch_size, lease_s=self.config.pipeline.lease_s
+                )
+            except EnvironmentFault as fault:
+                self._report(fault)
+                continue
+            if not claims:
+                self._signal.wait()
+                continue
+            for claim in claims:
+                self._feed_caption(claim)
+
+    def _feed_caption(self, claim: Claim) -> None:
+        assert self._captions is not None
+        with self._state:
+            self._outstanding += 1
+        job = self._job_for(claim)
+        if job is None:
+            self._release()
+            return
+        started = time.perf_counter()
+        stored = records.StoredImage(job.image_id, job.filename, claim.image.stored_path or "", job.size_bytes)
+        try:
+            with self._storage(job.source):
+                image = caption_input(self.config, stored, self.captioner.input_size or 0)
+        except PipelineError as error:
+            self._fail_safely(job, error, started)
+            self._release_job(job)
+            return
+        except EnvironmentFault as fault:
+            self._report(fault)
+            self._give_back(job)
+            self._release_job(job)
+            return
+        except Exception:
+            self._record_internal_error(job, started)
+            self._release_job(job)
+            return
+        task = CaptionTask(job, None, started)
+        if not self._captions.submit(image, task):
+            self._caption_handed_back(task)  # stopping
 
     def _caption_done(self, task: CaptionTask, outcome: CaptionOutcome) -> None:
         """The caption worker's result for one image: commit it as done, move the original."""
@@ -646,25 +859,26 @@ class Daemon:
             self._finish(task.job, task.image_format, task.started, values)
         except EnvironmentFault as fault:
             self._report(fault)
-            self._hold(task.job)  # made again, caption too, once the fault is gone
-            return
+            self._give_back(task.job)  # captioned again once the fault is gone
         except Exception:
             self._record_internal_error(task.job, task.started)
         self._release_job(task.job)
 
     def _caption_handed_back(self, task: CaptionTask) -> None:
-        """Stopping before its caption: back to `pending`, processed again at the next start."""
+        """Stopping before its caption: back to `pending`, claimed again at the next start."""
         try:
-            self.writer.call(records.update_image, task.job.image_id, {"status": "pending"})
+            self.writer.call(work_queue.release, self.worker_id, [task.job.image_id])
         except EnvironmentFault as fault:
-            log.warning("image %d: still marked processing (%s); the next start queues it again", task.job.image_id, fault)
+            log.warning("image %d: still claimed (%s); it is queued again when its lease runs out", task.job.image_id, fault)
         except Exception:
             log.exception("image %d %s: could not put it back in the queue", task.job.image_id, task.job.filename)
         finally:
             self._release_job(task.job)
 
+    # -- outcomes -----------------------------------------------------------------------------
+
     def _elapsed_ms(self, job: Job, started: float) -> float:
-        return job.hash_ms + (time.perf_counter() - started) * 1000
+        return job.earlier_ms + (time.perf_counter() - started) * 1000
 
     def _source_changed(self, job: Job) -> bool:
         """Whether the inbox file is no longer the bytes that were hashed and processed."""
@@ -686,24 +900,47 @@ class Daemon:
                 return False
         except OSError:
             return False  # deleted: recorded as missing
-        self.writer.call(records.delete_image, job.image_id)
-        for thumbnail in (self.config.thumbnails_dir / job.sha256[:2]).glob(f"{job.sha256}-*"):
-            thumbnail.unlink(missing_ok=True)
-        log.info("image %d %s: rewritten while it was processed; the new content is taken instead", job.image_id, job.filename)
+        self._drop_rewritten(job)
         return True
 
-    def _finish(self, job: Job, image_format: str, started: float, values: dict) -> None:
+    def _drop_rewritten(self, job: Job) -> None:
+        if not self.writer.call(work_queue.drop, self.worker_id, job.image_id):
+            return
+        for thumbnail in (self.config.thumbnails_dir / job.sha256[:2]).glob(f"{job.sha256}-*"):
+            thumbnail.unlink(missing_ok=True)
+        log.info("image %d %s: rewritten since it was hashed; the new content is taken instead", job.image_id, job.filename)
+        watcher = self.watcher
+        if watcher is not None:
+            watcher.recheck(job.source)
+
+    def _record(self, job: Job, values: dict) -> bool:
+        """Write an outcome while this process holds the claim; False (and nothing written)
+        if it lost it: its lease ran out (a stall, a lost connection) and another worker took
+        the image, which records it instead."""
+        if self.writer.call(work_queue.finish, self.worker_id, job.image_id, values | self._by_me()):
+            return True
+        log.warning("image %d %s: another worker took it over (this one's claim ran out); nothing recorded here", job.image_id, job.filename)
+        return False
+
+    def _stored_path(self, job: Job, image_format: str | None) -> str:
+        """Where the original goes in the content-addressed store (relative to the data folder);
+        an image handed over for its caption is there already."""
+        if image_format is None:
+            return job.source.relative_to(self.config.data_dir).as_posix()
+        return f"originals/{job.sha256[:2]}/{job.sha256}.{EXTENSIONS[image_format]}"
+
+    def _finish(self, job: Job, image_format: str | None, started: float, values: dict) -> None:
         """Commit a done image with `values`, then move its original into the content-addressed store."""
         if self._superseded(job):
             return
         if self._source_changed(job):
             self._fail(job, SourceChanged(), started)
             return
-        extension = EXTENSIONS[image_format]
-        stored_path = f"originals/{job.sha256[:2]}/{job.sha256}.{extension}"
+        stored_path = self._stored_path(job, image_format)
         processing_ms = self._elapsed_ms(job, started)
         values = values | {
             "status": "done",
+            "stage": None,
             "error": None,
             "error_kind": None,
             "processed_at": records.utcnow(),
@@ -711,7 +948,8 @@ class Daemon:
             "inbox_path": None,
             "processing_ms": processing_ms,
         }
-        self.writer.call(records.update_image, job.image_id, values)
+        if not self._record(job, values):
+            return
         self._store(job.source, self.config.data_dir / stored_path)
         if job.source.parent == self.config.failed_dir:  # reprocessed: the old reason is stale
             error_note(job.source).unlink(missing_ok=True)
@@ -724,7 +962,7 @@ class Daemon:
         processing_ms = self._elapsed_ms(job, started)
         if not isinstance(error, MissingFile) and self._source_changed(job):
             error = SourceChanged()
-        values = records.failure_values(error) | {"processing_ms": processing_ms}
+        values = records.failure_values(error) | {"processing_ms": processing_ms, "stage": None}
         with self._failed_names:
             if isinstance(error, MissingFile):
                 destination = None
@@ -734,7 +972,8 @@ class Daemon:
                 destination = free_name(self.config.failed_dir, _last_part(job.filename), job.sha256)
             if destination is not None:
                 values["stored_path"] = destination.relative_to(self.config.data_dir).as_posix()
-            self.writer.call(records.update_image, job.image_id, values)
+            if not self._record(job, values):
+                return
             if destination is not None:
                 self._write_note(destination, f"image {job.image_id} ({job.filename}, sha256 {job.sha256}): {error.message}\n")
                 self._store(job.source, destination)
@@ -779,3 +1018,15 @@ class Daemon:
 def _last_part(filename: str) -> str:
     """The name in a display name with folders ("2024/trip/a.jpg" -> "a.jpg")."""
     return filename.rsplit("/", 1)[-1]
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this machine with this pid runs (a recycled pid counts as alive:
+    its claims then wait for their lease to run out)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -19,6 +19,7 @@ CONFIG_ENV = "HTX_CONFIG"
 # Overrides database.url: a PostgreSQL password need not sit in a world-readable file.
 DATABASE_URL_ENV = "HTX_DATABASE_URL"
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+ROLES = ("watch", "thumbnails", "captions")
 DEFAULT_CONFIG_NAME = "config.toml"
 
 
@@ -70,6 +71,14 @@ class PipelineConfig:
     workers: int = field(default=0, metadata=_at_least(0))
     # Decoded pixels held at once by all workers together (MiB): a large image waits its turn.
     decode_memory_mb: int = field(default=1024, metadata=_at_least(1))
+    # What this process does (daemon/work_queue.py): "watch" the inbox (one process at a time
+    # holds it), make "thumbnails" (and metadata), make "captions".
+    roles: tuple[str, ...] = ROLES
+    # A claim on an image lasts this long unless its worker renews it (it does, every third
+    # of it): a worker that dies loses its images to the others after at most this.
+    lease_s: int = field(default=60, metadata=_at_least(3))
+    # Claims lost to a dying worker before the image is failed instead of tried again.
+    max_attempts: int = field(default=3, metadata=_at_least(1))
 
 
 @dataclass(frozen=True)
@@ -220,6 +229,9 @@ def _check_relations(config: Config) -> None:
         raise ConfigError("thumbnails.small: must not be larger than thumbnails.medium")
     if config.thumbnails.quality > 100:
         raise ConfigError(f"thumbnails.quality: must be at most 100, got {config.thumbnails.quality}")
+    roles = config.pipeline.roles
+    if not roles or not set(roles) <= set(ROLES):
+        raise ConfigError(f"pipeline.roles: a list of some of {', '.join(ROLES)}, got {list(roles)!r}")
     scheme = config.database.url.partition(":")[0].partition("+")[0]
     if config.database.url and (scheme not in DATABASE_SCHEMES or "://" not in config.database.url):
         raise ConfigError(

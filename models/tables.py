@@ -91,6 +91,14 @@ class Image(Base):
     caption_device: Mapped[str | None] = mapped_column(String(32))
     caption_error: Mapped[str | None] = mapped_column(Text)
 
+    # The work queue (daemon/work_queue.py, migration 0005).
+    claimed_by: Mapped[int | None] = mapped_column(Integer)  # the daemon_state row of the worker
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")  # claims lost to a dead worker
+    stage: Mapped[str | None] = mapped_column(String(16))  # "caption": only that is left; None: all
+    source_identity: Mapped[str | None] = mapped_column(String(64))  # inode:size:mtime when hashed
+    processed_by: Mapped[str | None] = mapped_column(Text)  # host:pid of the worker that recorded it
+
     hash_ms: Mapped[float | None] = mapped_column(Float)
     metadata_ms: Mapped[float | None] = mapped_column(Float)
     thumbnails_ms: Mapped[float | None] = mapped_column(Float)
@@ -106,12 +114,15 @@ class Image(Base):
 
 
 class DaemonState(Base):
-    """A single row the daemon keeps current, so readers know it is alive and what it runs."""
+    """One row per daemon process (a worker), kept current, so readers know who is alive, what
+    each runs, and whose claims are whose: its id is the worker id of its claims."""
 
     __tablename__ = "daemon_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int] = mapped_column(Integer)
+    roles: Mapped[str | None] = mapped_column(Text)  # "watch thumbnails captions"
     started_at: Mapped[datetime] = mapped_column(DateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
     caption_model: Mapped[str | None] = mapped_column(Text)

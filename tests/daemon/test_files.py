@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,10 @@ def test_stale_temporaries_are_removed(tmp_path: Path) -> None:
     (tmp_path / "ab").mkdir()
     stale = tmp_path / "ab" / ".x-small.jpg.123.tmp"
     stale.write_bytes(b"")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    being_written = tmp_path / "ab" / ".y-small.jpg.456.tmp"  # another daemon's, right now
+    being_written.write_bytes(b"")
     kept = tmp_path / "ab" / "x-small.jpg"
     kept.write_bytes(b"")
     assert remove_stale_temporaries([tmp_path]) == 1
-    assert not stale.exists() and kept.exists()
+    assert not stale.exists() and being_written.exists() and kept.exists()

@@ -164,6 +164,7 @@ def test_temporaries_a_kill_left_are_removed_at_start(tmp_path: Path) -> None:
     left = config.thumbnails_dir / "ab" / f".ab12-small.jpg.{os.getpid()}.tmp"
     left.parent.mkdir(parents=True)
     left.write_bytes(b"half a thumbnail")
+    os.utime(left, (time.time() - 3600, time.time() - 3600))  # the kill was a while ago
     kept = config.thumbnails_dir / "ab" / "ab12-small.jpg"
     kept.write_bytes(b"a thumbnail")
     daemon = Htx(config_file, "daemon")
