@@ -380,8 +380,10 @@ async def get_stats(request: Request) -> Response:
           {"total", "by_status", "finished", "success_rate", "failure_rate", "queue_depth",
           "processing_ms": {"average", "p50", "p95"} (done images), "stage_average_ms",
           "last_hour": {"processed", "per_minute"}, "caption": {"model", "device"}, "problem"
-          (what keeps images from being processed, e.g. "data disk full"; null when all is well)};
-          zeros for an empty database
+          (what keeps images from being processed, e.g. "data disk full"; null when all is well),
+          "workers": [{"name" (host:pid), "roles", "state", "heartbeat_age_s", "holding" (images
+          claimed now), "processed_last_hour", "per_minute", "problem"}]}; zeros for an empty
+          database
       503:
         description: no database yet (the daemon has not run)
     """
@@ -395,8 +397,9 @@ async def get_stats(request: Request) -> Response:
     cached = ctx.stats
     now = time.monotonic()
     if cached is None or version is None or cached.key != key or now - cached.made_at >= STATS_MAX_AGE_S:
-        stats = await db.run(queries.stats, now=_utcnow())
-        answer = serialize.stats(stats)
+        now_utc = _utcnow()
+        stats = await db.run(queries.stats, now=now_utc)
+        answer = serialize.stats(stats, now_utc)
         cached = ctx.stats = CachedStats(key, now, answer, serialize.dumps(answer))
     problem = cached.stats["problem"] or data_disk_problem(ctx.config.data_dir)
     if problem != cached.stats["problem"]:

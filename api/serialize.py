@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from models.queries import STAGES, Stats
+from models.queries import STAGES, Stats, Worker
 
 THUMBNAIL_SIZES = ("small", "medium")
 
@@ -90,6 +90,8 @@ def record_json(row: Mapping[str, Any], base: str, **extra: Any) -> bytes:
         "processed_at": timestamp(row["processed_at"]),
         "processing_ms": row["processing_ms"],
         "timings_ms": {stage: row[f"{stage}_ms"] for stage in STAGES},
+        "processed_by": row["processed_by"],
+        "attempts": row["attempts"],
         "caption": row["caption"],
         "caption_model": row["caption_model"],
         "caption_device": row["caption_device"],
@@ -123,7 +125,8 @@ def _rate(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
-def stats(stats: Stats) -> dict[str, Any]:
+def stats(stats: Stats, now: datetime) -> dict[str, Any]:
+    """The answer of /api/stats; `now` (naive UTC) ages the workers' heartbeats."""
     finished = stats.finished
     return {
         "total": stats.total,
@@ -144,4 +147,18 @@ def stats(stats: Stats) -> dict[str, Any]:
         },
         "caption": {"model": stats.caption_model, "device": stats.caption_device},
         "problem": stats.problem,
+        "workers": [worker_json(worker, now) for worker in stats.workers],
+    }
+
+
+def worker_json(worker: Worker, now: datetime) -> dict[str, Any]:
+    return {
+        "name": worker.name,
+        "roles": worker.roles.split() if worker.roles else [],
+        "state": worker.status.state(now),
+        "heartbeat_age_s": round(max(0.0, worker.status.heartbeat_age_s(now)), 1),
+        "holding": worker.holding,
+        "processed_last_hour": worker.processed_last_hour,
+        "per_minute": round(worker.processed_last_hour / 60, 3),
+        "problem": worker.status.problem,
     }

@@ -44,4 +44,11 @@ def stats_table(stats: Stats, daemon: DaemonStatus | None, *, now: datetime) -> 
         lines.append(f"{'daemon':<14}{state} (pid {daemon.pid}, last heartbeat {age:,.0f} s ago)")
         if stats.problem:
             lines.append(f"{'problem':<14}{stats.problem}")
+    if len(stats.workers) > 1:
+        lines += ["", f"{'workers':<24}{'state':>10}{'holding':>10}{'last hour':>12}  roles"]
+        for worker in stats.workers:
+            lines.append(
+                f"  {worker.name:<22}{worker.status.state(now):>10}{worker.holding:>10,}"
+                f"{worker.processed_last_hour:>12,}  {worker.roles or ''}"
+            )
     return lines

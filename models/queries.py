@@ -38,14 +38,16 @@ daemon_state = DaemonState.__table__
 image_totals = ImageTotals.__table__
 
 # Columns a client may see, plus the thumbnail paths the API needs to serve the files.
-# `inbox_path` and `stored_path` are never read: a server path cannot leak from what was not read.
+# `inbox_path` and `stored_path` are never read: a server path cannot leak from what was not
+# read; nor is the queue's bookkeeping (claims, leases, the inbox file's identity).
+_INTERNAL_COLUMNS = ("inbox_path", "stored_path", "claimed_by", "lease_until", "source_identity")
 # `exif` comes as the JSON text the daemon stored, which the API passes on without decoding it
 # and encoding it again (a camera's EXIF is about 1 KB: 18 microseconds per detail request);
 # the cast keeps psycopg from decoding PostgreSQL's json for us.
 _RECORD_COLUMNS = [
     cast(column, Text).label("exif") if column.name == "exif" else column
     for column in images.c
-    if column.name not in ("inbox_path", "stored_path")
+    if column.name not in _INTERNAL_COLUMNS
 ]
 # What a list item shows (a gallery tile: name, status, caption or why there is none, and
 # whether there is a thumbnail), plus the digest uploads look duplicates up by.
@@ -294,10 +296,24 @@ class DaemonStatus:
         return "stale" if self.heartbeat_age_s(now) > HEARTBEAT_STALE_S else "running"
 
 
+# The daemon to report: a running one if any (newest heartbeat first), else the last to stop.
+_LATEST_DAEMON = (
+    select(daemon_state)
+    .order_by(daemon_state.c.stopped_at.is_(None).desc(), daemon_state.c.heartbeat_at.desc())
+    .limit(1)
+)
+
+
 def daemon_status(connection: Connection) -> DaemonStatus | None:
-    row = connection.execute(select(daemon_state).where(daemon_state.c.id == 1)).mappings().one_or_none()
+    """The daemon process that says most about the service: one running, else the last one.
+    With several (a fleet), `workers` lists them all."""
+    row = connection.execute(_LATEST_DAEMON).mappings().first()
     if row is None:
         return None
+    return _daemon_status(row)
+
+
+def _daemon_status(row: RowMapping) -> DaemonStatus:
     return DaemonStatus(
         pid=row["pid"],
         started_at=row["started_at"],
@@ -346,6 +362,51 @@ _PROCESSED_SINCE = select(func.count()).where(images.c.processed_at >= bindparam
 
 
 @dataclass(frozen=True)
+class Worker:
+    """A daemon process, as /api/stats lists it."""
+
+    id: int
+    name: str  # host:pid, as records' processed_by say
+    roles: str | None
+    status: DaemonStatus
+    holding: int  # images it has claimed right now
+    processed_last_hour: int
+
+
+# Workers shown: those not stopped that were heard from within this long.
+WORKERS_SHOWN_S = 3600
+
+
+def workers(connection: Connection, *, now: datetime) -> list[Worker]:
+    """The daemon processes alive or lately heard from, with what each holds and has done."""
+    since = now - timedelta(seconds=WORKERS_SHOWN_S)
+    rows = connection.execute(
+        select(daemon_state)
+        .where(daemon_state.c.stopped_at.is_(None), daemon_state.c.heartbeat_at >= since)
+        .order_by(daemon_state.c.id)
+    ).mappings().all()
+    if not rows:
+        return []
+    holding = dict(
+        connection.execute(
+            select(images.c.claimed_by, func.count()).where(images.c.status == "processing").group_by(images.c.claimed_by)
+        ).all()
+    )
+    processed = dict(
+        connection.execute(
+            select(images.c.processed_by, func.count())
+            .where(images.c.processed_at >= now - timedelta(hours=1))
+            .group_by(images.c.processed_by)
+        ).all()
+    )
+    found = []
+    for row in rows:
+        name = f"{row['host']}:{row['pid']}"
+        found.append(Worker(row["id"], name, row["roles"], _daemon_status(row), holding.get(row["id"], 0), processed.get(name, 0)))
+    return found
+
+
+@dataclass(frozen=True)
 class Stats:
     by_status: dict[str, int]
     # Times are those of `done` images: a file rejected in a millisecond says nothing about
@@ -358,6 +419,7 @@ class Stats:
     caption_model: str | None
     caption_device: str | None
     problem: str | None = None  # what the daemon is waiting out, as it last said
+    workers: tuple[Worker, ...] = ()
 
     @property
     def total(self) -> int:
@@ -418,4 +480,5 @@ def stats(connection: Connection, *, now: datetime) -> Stats:
         caption_model=state.caption_model if state else None,
         caption_device=state.caption_device if state else None,
         problem=state.problem if state and state.stopped_at is None else None,
+        workers=tuple(workers(connection, now=now)),
     )

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.both_backends
 RECORD_KEYS = {
     "id", "filename", "status", "error", "error_kind", "sha256", "received_at", "processed_at",
     "processing_ms", "timings_ms", "metadata", "caption", "caption_model", "caption_device",
-    "caption_error", "thumbnails", "links",
+    "caption_error", "thumbnails", "links", "processed_by", "attempts",
 }
 
 

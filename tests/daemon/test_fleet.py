@@ -1,0 +1,223 @@
+"""Several `htx daemon` processes on one database and one data folder, killed at random: every
+file still ends as exactly one record. On PostgreSQL three daemons share the work; on SQLite
+one daemon, killed and restarted, goes through the same queue."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from models import config as config_module
+from models.config import Config
+from tests.api.live import REPO
+from tests.helpers import photo_bytes, read_images, wait_for, write_toml
+
+VALID, TRUNCATED, DUPLICATED = 160, 30, 30
+
+
+class Daemon:
+    """One `htx daemon` process, its output in a log file of its own."""
+
+    def __init__(self, config_file: Path, name: str) -> None:
+        self.log_path = config_file.with_name(f"{name}.log")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "--config", str(config_file), "daemon"],
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self._log.close()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(30)
+        finally:
+            self._log.close()
+
+
+def fleet_config(folder: Path, database_url: str, **pipeline: object) -> tuple[Path, Config]:
+    config_file = write_toml(
+        folder / "htx.toml",
+        {
+            "paths": {"data_dir": str(folder / "data")},
+            "database": {"url": database_url} if database_url else {},
+            "watch": {"settle_ms": 200, "rescan_s": 2},
+            "pipeline": {"workers": 2, "lease_s": 3, "max_attempts": 20} | pipeline,
+            "caption": {"model": "none"},
+        },
+    )
+    return config_file, config_module.load(config_file)
+
+
+def drop_files(inbox: Path, source: Path) -> set[str]:
+    """Valid photos, truncated copies of others, and duplicates under new names: the digests
+    the records must end up with (one per distinct content)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    staging = inbox.parent / "staging"
+    staging.mkdir(exist_ok=True)
+    originals = []
+    for number in range(VALID + TRUNCATED):
+        data = photo_bytes(number, size=(640, 480))
+        if number >= VALID:
+            data = data[: len(data) // 2]
+        path = staging / f"photo-{number:03}.jpg"
+        path.write_bytes(data)
+        originals.append(path)
+    for number, path in enumerate(originals[:DUPLICATED]):
+        shutil.copyfile(path, staging / f"copy-{number:03}.jpg")
+    digests = {hashlib.sha256(path.read_bytes()).hexdigest() for path in staging.iterdir()}
+    for path in sorted(staging.iterdir()):
+        path.rename(inbox / path.name)
+    staging.rmdir()
+    return digests
+
+
+def all_settled(config: Config, expected: int) -> list[dict] | None:
+    rows = read_images(config)
+    if len(rows) != expected or any(row["status"] not in ("done", "failed") for row in rows):
+        return None
+    if any(config.inbox_dir.iterdir()):
+        return None
+    return rows
+
+
+@pytest.mark.parametrize(("backend", "daemons"), [("postgresql", 3), ("sqlite", 1)], indirect=["backend"])
+def test_killed_workers_lose_nothing_and_duplicate_nothing(
+    backend: str, daemons: int, database_url: str, tmp_path: Path
+) -> None:
+    config_file, config = fleet_config(tmp_path, database_url)
+    running = [Daemon(config_file, f"daemon-{number}") for number in range(daemons)]
+    everyone = list(running)
+    try:
+        wait_for(lambda: all("watch" in d.log() or "process" in d.log() for d in running), timeout=60, what="the daemons to start")
+        digests = drop_files(config.inbox_dir, tmp_path)
+        rng = random.Random(12)
+        kills = 0
+        # Kill a daemon whenever the work is under way, and start another in its place.
+        while kills < 6:
+            done = sum(row["status"] in ("done", "failed") for row in read_images(config))
+            if done >= len(digests) - 20:
+                break
+            wait_for(
+                lambda: sum(row["status"] in ("done", "failed") for row in read_images(config)) > done + rng.randint(3, 15),
+                timeout=60,
+                interval=0.01,
+                what="progress before the next kill",
+            )
+            victim = running.pop(rng.randrange(len(running)))
+            victim.kill()
+            kills += 1
+            replacement = Daemon(config_file, f"daemon-{len(everyone)}")
+            running.append(replacement)
+            everyone.append(replacement)
+        assert kills >= 3, "the work finished before enough kills"
+
+        rows = wait_for(lambda: all_settled(config, len(digests)), timeout=180, interval=0.2, what="every file to be settled")
+        for daemon in running:
+            assert daemon.stop() == 0, daemon.log()[-2000:]
+    finally:
+        for daemon in running:
+            if daemon.process.poll() is None:
+                daemon.kill()
+
+    assert sorted(row["sha256"] for row in rows) == sorted(digests)  # one record per content
+    statuses = Counter(row["status"] for row in rows)
+    assert statuses == {"done": VALID, "failed": TRUNCATED}, statuses
+    assert all(row["error_kind"] == "corrupt" for row in rows if row["status"] == "failed")
+    done = {row["sha256"] for row in rows if row["status"] == "done"}
+    thumbnails = {path.name for path in config.thumbnails_dir.rglob("*") if path.is_file() and not path.name.startswith(".")}
+    assert thumbnails == {f"{sha}-{size}.jpg" for sha in done for size in ("small", "medium")}
+    assert {path.name.split(".")[0] for path in config.originals_dir.rglob("*.jpg")} == done
+    workers = Counter(row["processed_by"] for row in rows)
+    assert len(workers) >= daemons + 1, workers  # shared, and the replacements took part
+    # The claims the kills cut short were given to another worker, and counted.
+    assert any(row["attempts"] >= 1 for row in rows), "no claim was lost to a kill"
+    logs = "".join(daemon.log() for daemon in everyone)
+    assert "Traceback" not in logs, logs[-3000:]
+
+
+def test_when_the_watching_daemon_dies_another_takes_the_inbox(postgres_cluster, tmp_path: Path) -> None:
+    config_file, config = fleet_config(tmp_path, postgres_cluster.new_database())
+    first = Daemon(config_file, "first")
+    wait_for(lambda: "watching" in first.log(), what="the first daemon to watch")
+    second = Daemon(config_file, "second")
+    try:
+        wait_for(lambda: "another process watches the inbox" in second.log(), what="the second to stand by")
+        first.kill()
+        wait_for(lambda: "watching" in second.log(), timeout=15, what="the second daemon to take the inbox")
+        config.inbox_dir.mkdir(parents=True, exist_ok=True)
+        for number in range(5):
+            (config.inbox_dir / f"after-{number}.jpg").write_bytes(photo_bytes(number, size=(200, 150)))
+        wait_for(lambda: all_settled(config, 5), timeout=30, what="the files dropped after the kill")
+        assert {row["processed_by"] for row in read_images(config)} == {f"{os.uname().nodename}:{second.process.pid}"}
+        assert second.stop() == 0
+    finally:
+        for daemon in (first, second):
+            if daemon.process.poll() is None:
+                daemon.kill()
+
+
+def test_a_thumbnails_worker_and_a_captions_worker_make_complete_records(
+    postgres_cluster, tiny_blip: Path, tmp_path: Path
+) -> None:
+    url = postgres_cluster.new_database()
+    caption = {"model": str(tiny_blip), "dtype": "float32", "max_new_tokens": 5, "batch_size": 2, "batch_wait_ms": 100}
+    thumbnails_file = write_toml(
+        tmp_path / "thumbnails.toml",
+        {
+            "paths": {"data_dir": str(tmp_path / "data")},
+            "database": {"url": url},
+            "watch": {"settle_ms": 200, "rescan_s": 0},
+            "pipeline": {"workers": 2, "roles": ["watch", "thumbnails"]},
+            "caption": caption,
+        },
+    )
+    captions_file = write_toml(
+        tmp_path / "captions.toml",
+        {
+            "paths": {"data_dir": str(tmp_path / "data")},
+            "database": {"url": url},
+            "pipeline": {"roles": ["captions"]},
+            "caption": caption,
+        },
+    )
+    config = config_module.load(thumbnails_file)
+    thumbnailer = Daemon(thumbnails_file, "thumbnails")
+    captioner = Daemon(captions_file, "captions")
+    try:
+        wait_for(lambda: "watching" in thumbnailer.log() and "processing" in captioner.log(), timeout=60, what="both to start")
+        config.inbox_dir.mkdir(parents=True, exist_ok=True)
+        for number in range(4):
+            (config.inbox_dir / f"photo-{number}.jpg").write_bytes(photo_bytes(number, size=(320, 240)))
+        rows = wait_for(lambda: all_settled(config, 4), timeout=120, what="four complete records")
+        assert thumbnailer.stop() == 0 and captioner.stop() == 0
+    finally:
+        for daemon in (thumbnailer, captioner):
+            if daemon.process.poll() is None:
+                daemon.kill()
+    for row in rows:
+        assert row["status"] == "done" and row["stage"] is None
+        assert row["caption"] and row["caption_model"] == tiny_blip.name and row["caption_error"] is None
+        assert (config.data_dir / row["thumb_small_path"]).is_file() and (config.data_dir / row["stored_path"]).is_file()
+        assert row["processed_by"] == f"{os.uname().nodename}:{captioner.process.pid}"
+        assert row["metadata_ms"] is not None and row["caption_ms"] is not None
+        assert row["processing_ms"] >= row["caption_ms"]
