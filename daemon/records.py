@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -88,53 +88,6 @@ def insert_pending(
 
 def update_image(connection: Connection, image_id: int, values: dict[str, Any]) -> None:
     connection.execute(update(images).where(images.c.id == image_id).values(**values))
-
-
-def claim(connection: Connection, image_id: int, *, resume: bool = False) -> bool:
-    """pending -> processing; False if the image is not pending (already taken or finished).
-
-    `resume`: the daemon already holds it (an environment fault held it back, and putting it
-    back to pending may have failed too), so `processing` is taken as well.
-    """
-    statuses = ("pending", "processing") if resume else ("pending",)
-    result = connection.execute(
-        update(images)
-        .where(images.c.id == image_id, images.c.status.in_(statuses))
-        .values(status="processing", error=None, error_kind=None)
-    )
-    return result.rowcount == 1
-
-
-def back_to_pending(connection: Connection, image_id: int, *, inbox_path: str | None, stored_path: str | None) -> None:
-    """An image held back by a fault of the environment: pending again, with where its bytes
-    are now, whatever an interrupted finish had already written."""
-    connection.execute(
-        update(images)
-        .where(images.c.id == image_id)
-        .values(status="pending", inbox_path=inbox_path, stored_path=stored_path, error=None, error_kind=None)
-    )
-
-
-def delete_image(connection: Connection, image_id: int) -> None:
-    """Remove a row whose bytes no longer exist (rewritten in the inbox before it finished)."""
-    connection.execute(delete(images).where(images.c.id == image_id))
-
-
-def reset_interrupted(connection: Connection) -> int:
-    """Put images a crash left in `processing` back to `pending`; returns how many."""
-    result = connection.execute(
-        update(images).where(images.c.status == "processing").values(status="pending")
-    )
-    return result.rowcount
-
-
-def pending_images(connection: Connection, *, stored_only: bool = False) -> list[KnownImage]:
-    """Pending rows, oldest first; `stored_only`: only those whose bytes are not in the inbox."""
-    query = select(*_KNOWN_COLUMNS).where(images.c.status == "pending").order_by(images.c.id)
-    if stored_only:
-        query = query.where(images.c.inbox_path.is_(None))
-    rows = connection.execute(query).all()
-    return [KnownImage(*row) for row in rows]
 
 
 def mark_for_reprocessing(connection: Connection, image_ids: list[int], *, failed_only: bool) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so migrations can refer to them.
@@ -110,6 +110,8 @@ class Image(Base):
         Index("ix_images_processed_at", "processed_at"),
         # Percentiles of processing time, read off the index in order (GET /api/stats).
         Index("ix_images_status_processing_ms", "status", "processing_ms"),
+        # The work queue's head (daemon/work_queue.py): pending images in claim order.
+        Index("ix_images_pending", "id", sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
     )
 
 

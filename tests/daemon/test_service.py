@@ -6,6 +6,8 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 import daemon.service as service_module
-from daemon import records
+from daemon import records, work_queue
 from daemon.files import hash_file
 from daemon.service import Daemon
 from daemon.writer import DatabaseWriter
@@ -135,7 +137,8 @@ def _prepared_writer(config: Config) -> Iterator[DatabaseWriter]:
 # The second: a name from a Latin-1 client, which is no UTF-8 text, as the database keeps it.
 @pytest.mark.parametrize("name", ["interrupted.jpg", os.fsdecode(b"caf\xe9.jpg")])
 def test_restart_after_a_crash_mid_processing_finishes_the_image(config: Config, start_daemon, name: str) -> None:
-    # The state a kill -9 leaves: the row says processing, the file is still in the inbox.
+    # The state a kill -9 leaves: the row claimed by a worker of this machine that no longer
+    # runs (its lease an hour long), the file still in the inbox.
     config.inbox_dir.mkdir(parents=True)
     shutil.copyfile(CORPUS_DIR / "flower.jpg", config.inbox_dir / name)
     digest = hash_file(config.inbox_dir / name, config.pipeline.max_file_bytes)
@@ -148,12 +151,22 @@ def test_restart_after_a_crash_mid_processing_finishes_the_image(config: Config,
             size_bytes=digest.size_bytes,
             hash_ms=1.0,
         )
-        assert writer.call(records.claim, image_id)
+        dead = writer.call(
+            work_queue.register_worker, host=socket.gethostname(), pid=_dead_pid(), roles="thumbnails", started_at=records.utcnow()
+        )
+        assert [claim.image.id for claim in writer.call(work_queue.claim_ids, dead, [image_id], lease_s=3600)] == [image_id]
 
     start_daemon(config)
     rows = wait_for(_finished(config, 1), what="the interrupted image")
-    assert [(row["id"], row["status"]) for row in rows] == [(image_id, "done")]
+    assert [(row["id"], row["status"], row["attempts"]) for row in rows] == [(image_id, "done", 1)]
     assert list(config.inbox_dir.iterdir()) == []
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been waited for)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
 def test_restart_after_a_crash_between_commit_and_move_moves_the_file(config: Config, start_daemon) -> None:

@@ -27,6 +27,8 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
+PENDING = sa.text("status = 'pending'")
+
 
 def upgrade() -> None:
     op.add_column("images", sa.Column("claimed_by", sa.Integer(), nullable=True))
@@ -37,6 +39,9 @@ def upgrade() -> None:
     op.add_column("images", sa.Column("processed_by", sa.Text(), nullable=True))
     op.add_column("daemon_state", sa.Column("host", sa.Text(), nullable=True))
     op.add_column("daemon_state", sa.Column("roles", sa.Text(), nullable=True))
+    # The queue's head: claims read it in id order and stop after a few rows, whatever the
+    # size of the table and however many rows are done.
+    op.create_index("ix_images_pending", "images", ["id"], sqlite_where=PENDING, postgresql_where=PENDING)
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             "SELECT setval(pg_get_serial_sequence('daemon_state', 'id'), "
@@ -45,6 +50,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_images_pending", table_name="images")
     # ALTER TABLE ... DROP COLUMN in place (SQLite 3.35+): a batch operation would copy
     # `images` and lose the triggers of 0002 and 0003.
     for name in ("roles", "host"):

@@ -1,0 +1,200 @@
+"""Benchmark of the work queue (not a test): the queue must never be what limits a fleet.
+
+    .venv/bin/python bench/queue.py [--rows 20000] [--seconds 5] [--images 120]
+
+In one run:
+  (a) claims per second with no-op work, through daemon.work_queue's own statements (claim one
+      image, record it done with `finish`, each its own transaction): on PostgreSQL (a
+      throwaway cluster of tests/postgres.py) with 1, 4 and 8 claimers, each on its own
+      connection, as separate daemon processes are; on SQLite with one claimer, as its one
+      daemon writes through one thread. Also caption-style claims of 8 at a time.
+  (b) images per second through real `htx daemon` processes on PostgreSQL, thumbnails
+      only, one process against two (each with one pipeline worker), on the same files.
+Prints the figures with the machine's core count; PostgreSQL is skipped, saying why, when no
+server can start here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on the path, where its name hides the
+# standard library's `queue` (which psycopg and others import): take the folder off.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import datetime
+
+from sqlalchemy import Engine, insert, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from daemon import records, work_queue  # noqa: E402
+from models import config as config_module  # noqa: E402
+from models import migrate  # noqa: E402
+from models.db import make_engine  # noqa: E402
+from models.tables import Image  # noqa: E402
+from tests.helpers import photo_bytes, read_images, wait_for, write_toml  # noqa: E402
+from tests.postgres import ClusterUnavailable, ThrowawayCluster  # noqa: E402
+
+images = Image.__table__
+DONE = {"status": "done", "processed_at": datetime(2026, 12, 1), "processing_ms": 1.0}
+
+
+def seed(engine: Engine, rows: int) -> None:
+    for start in range(0, rows, 5000):
+        with engine.begin() as connection:
+            connection.execute(
+                insert(images),
+                [
+                    {"sha256": f"{number:064x}", "filename": f"{number}.jpg", "status": "pending",
+                     "received_at": datetime(2026, 12, 1), "size_bytes": 1, "hash_ms": 0.1}
+                    for number in range(start, min(rows, start + 5000))
+                ],
+            )
+    if engine.dialect.name == "postgresql":
+        # What autovacuum does within a minute of a burst: without statistics the planner
+        # takes the table for empty and sorts every pending row at each claim.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE images"))
+
+
+def claimers(url: str, threads: int, seconds: float, batch: int) -> float:
+    """Images claimed and finished per second by `threads` claimers, each its own worker."""
+    engines = [make_engine(url) for _ in range(threads)]
+    counts = [0] * threads
+    deadline = time.perf_counter() + seconds
+
+    def claimer(number: int) -> None:
+        engine = engines[number]
+        with engine.begin() as connection:
+            worker = work_queue.register_worker(connection, host="bench", pid=number, roles="thumbnails", started_at=records.utcnow())
+        while time.perf_counter() < deadline:
+            with engine.begin() as connection:
+                claims = work_queue.claim(connection, worker, stage=work_queue.PREPARE, limit=batch, lease_s=60)
+            if not claims:
+                return
+            for claim in claims:
+                with engine.begin() as connection:
+                    assert work_queue.finish(connection, worker, claim.image.id, DONE)
+            counts[number] += len(claims)
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=claimer, args=(number,)) for number in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    for engine in engines:
+        engine.dispose()
+    return sum(counts) / elapsed
+
+
+def bench_claims(url: str, rows: int, seconds: float, threads: list[int]) -> dict[str, float]:
+    results = {}
+    for count in threads:
+        for batch in (1, 8):
+            engine = make_engine(url)
+            migrate.upgrade(engine)
+            with engine.begin() as connection:
+                connection.execute(images.delete())
+            seed(engine, rows)
+            engine.dispose()
+            results[f"{count} claimer(s), {batch} per claim"] = claimers(url, count, seconds, batch)
+    return results
+
+
+def daemon_throughput(url: str, processes: int, files: list[bytes], work: Path) -> float:
+    """Images per second for `processes` `htx daemon` on the same database and data folder,
+    thumbnails only, one pipeline worker each: from the files' arrival in the inbox (all
+    daemons started) to every record done."""
+    folder = Path(tempfile.mkdtemp(dir=work))
+    config_file = write_toml(
+        folder / "htx.toml",
+        {
+            "paths": {"data_dir": str(folder / "data")},
+            "database": {"url": url},
+            "watch": {"settle_ms": 100, "rescan_s": 0},
+            "pipeline": {"workers": 1, "roles": ["watch", "thumbnails"]},
+            "caption": {"model": "none"},
+        },
+    )
+    config = config_module.load(config_file)
+    staging = folder / "staging"
+    staging.mkdir()
+    for number, data in enumerate(files):
+        (staging / f"photo-{number:04}.jpg").write_bytes(data)
+    command = [sys.executable, "-m", "daemon.cli", "--config", str(config_file), "daemon"]
+    logs = [folder / f"daemon-{number}.log" for number in range(processes)]
+    running = [
+        subprocess.Popen(command, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT) for log in logs
+    ]
+    try:
+        wait_for(lambda: all("watching" in log.read_text() or "processes" in log.read_text() for log in logs), timeout=60, what="the daemons to start")
+        started = time.perf_counter()
+        for path in sorted(staging.iterdir()):
+            path.rename(config.inbox_dir / path.name)
+        wait_for(
+            lambda: sum(row["status"] == "done" for row in read_images(config)) == len(files),
+            timeout=600,
+            interval=0.05,
+            what="every image to be done",
+        )
+        elapsed = time.perf_counter() - started
+    finally:
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.wait()
+    shared = {row["processed_by"] for row in read_images(config)}
+    shutil.rmtree(folder, ignore_errors=True)
+    if len(shared) != processes:
+        print(f"    (the work went to {len(shared)} of {processes} process(es))")
+    return len(files) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=20000, help="pending images seeded per claim run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each claim run")
+    parser.add_argument("--images", type=int, default=120, help="images for the daemon runs")
+    args = parser.parse_args()
+    print(f"work queue benchmark on {os.cpu_count()} CPU core(s)")
+    work = Path(tempfile.mkdtemp(prefix="htx-queue-bench-"))
+    cluster = ThrowawayCluster()
+    try:
+        try:
+            cluster.start()
+        except ClusterUnavailable as error:
+            print(f"postgresql skipped: {error}")
+            cluster = None
+        print("(a) claims per second, no-op work (claim, then finish: two transactions per image)")
+        if cluster is not None:
+            for label, rate in bench_claims(cluster.new_database("queue"), args.rows, args.seconds, [1, 4, 8]).items():
+                print(f"    postgresql  {label:<28}{rate:>10,.0f} /s")
+        for label, rate in bench_claims(f"sqlite:///{work / 'queue.db'}", args.rows, args.seconds, [1]).items():
+            print(f"    sqlite      {label:<28}{rate:>10,.0f} /s")
+        if cluster is not None:
+            files = [photo_bytes(number, size=(1600, 1200)) for number in range(args.images)]
+            print(f"(b) htx daemon processes on PostgreSQL, thumbnails only, {args.images} 1600x1200 JPEGs, one worker per process")
+            rates = {count: daemon_throughput(cluster.new_database("daemons"), count, files, work) for count in (1, 2)}
+            for count, rate in rates.items():
+                print(f"    {count} process(es){rate:>10.1f} images/s")
+            print(f"    two against one: {rates[2] / rates[1]:.2f}x")
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
