@@ -196,7 +196,7 @@ def test_pending_row_whose_file_vanished_is_failed_not_left_pending(config: Conf
             hash_ms=1.0,
         )
     start_daemon(config)
-    rows = read_images(config)
+    rows = wait_for(_finished(config, 1), what="the row of the vanished file")
     assert [(row["id"], row["status"], row["error_kind"]) for row in rows] == [(image_id, "failed", "missing")]
 
 
