@@ -389,22 +389,39 @@ async def get_stats(request: Request) -> Response:
     """
     # Recomputed whenever the database has changed, and at least every second (the last hour
     # moves on by itself); otherwise the answer of a moment ago is still exact. Dashboards poll.
-    # PostgreSQL cannot say cheaply whether anything changed (version None): always afresh.
+    # "Changed" is what queries.data_version says (SQLite's commit counter, PostgreSQL's
+    # snapshot; None would mean: always afresh), read after the request came; concurrent
+    # requests share that read (Reader.data_version). One request at a time computes; those
+    # that come meanwhile with the same version take its answer.
     ctx = context(request)
     db = reader(request)
-    version = await db.run(queries.data_version)
+    version = await db.data_version()
     key = (db.generation, version)
     cached = ctx.stats
-    now = time.monotonic()
-    if cached is None or version is None or cached.key != key or now - cached.made_at >= STATS_MAX_AGE_S:
-        now_utc = _utcnow()
-        stats = await db.run(queries.stats, now=now_utc)
-        answer = serialize.stats(stats, now_utc)
-        cached = ctx.stats = CachedStats(key, now, answer, serialize.dumps(answer))
+    if not _fresh(cached, key):
+        async with db.stats_lock:
+            cached = ctx.stats
+            if not _fresh(cached, key):
+                made_at = time.monotonic()
+                now_utc = _utcnow()
+                stats = await db.run(queries.stats, now=now_utc)
+                answer = serialize.stats(stats, now_utc)
+                cached = ctx.stats = CachedStats(key, made_at, answer, serialize.dumps(answer))
+    assert cached is not None
     problem = cached.stats["problem"] or data_disk_problem(ctx.config.data_dir)
     if problem != cached.stats["problem"]:
         return JsonResponse(cached.stats | {"problem": problem})
     return Response(cached.body, media_type=JSON)
+
+
+def _fresh(cached: CachedStats | None, key: tuple[int, int | str | None]) -> bool:
+    """Whether the cached answer still holds for a database at `key`."""
+    return (
+        cached is not None
+        and key[1] is not None
+        and cached.key == key
+        and time.monotonic() - cached.made_at < STATS_MAX_AGE_S
+    )
 
 
 async def healthz(request: Request) -> Response:

@@ -1,9 +1,13 @@
 """Engine factory, for SQLite and PostgreSQL; a read-only variant for the API and readers.
 
 SQLite: WAL mode and a busy timeout; readers open the file with `mode=ro`.
-PostgreSQL (psycopg 3): a pool whose connections are checked before use (a restarted server
-costs no failed request), with a connect timeout and statement, lock and idle-transaction
-timeouts, so no query can hang a thread; readers' transactions are read-only.
+PostgreSQL (psycopg 3): a pool, with a connect timeout and statement, lock and
+idle-transaction timeouts, so no query can hang a thread. The writer's connections are
+checked before use (a restarted server costs it no failed transaction). Readers' are not, and
+each statement is a read-only transaction of its own (autocommit): one round trip a query
+instead of four (the check, BEGIN, the query, ROLLBACK), 0.36 against 0.83 ms for the API's
+detail query. A reader meeting a connection the server has closed retries on a new one
+(api.context.Reader), so a restarted server still costs it no failed request.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ WRITER_STATEMENT_TIMEOUT_MS = 30_000
 READER_STATEMENT_TIMEOUT_MS = 5_000
 LOCK_TIMEOUT_MS = 10_000
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+# Connections a PostgreSQL pool keeps open; past them it opens more for a moment, each closed
+# when given back. The API runs no more queries at once (api.context.Reader).
+READER_POOL_SIZE = 8
 
 
 def parse_url(url: str) -> URL:
@@ -113,17 +120,24 @@ def _postgresql_engine(url: URL, *, readonly: bool) -> Engine:
         # Times are stored naive UTC, as on SQLite: now() and friends must agree.
         "timezone": "UTC",
     }
+    extra: dict[str, Any] = {}
     if readonly:
         settings["default_transaction_read_only"] = "on"
+        # Each statement its own transaction, read-only all the same: no BEGIN and ROLLBACK
+        # round trips around a read. Statements of one call see their own snapshots: a
+        # commit between them shows in the later ones (models.queries allows for it).
+        extra["isolation_level"] = "AUTOCOMMIT"
     options = " ".join(f"-c {name}={value}" for name, value in settings.items())
     return create_engine(
         url,
-        pool_pre_ping=True,
-        pool_size=8,
+        # A check before each use is a round trip per request; readers retry instead.
+        pool_pre_ping=not readonly,
+        pool_size=READER_POOL_SIZE,
         max_overflow=8,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_S,
             "options": options,
             "application_name": "htx-reader" if readonly else "htx",
         },
+        **extra,
     )

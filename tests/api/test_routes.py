@@ -8,9 +8,10 @@ from datetime import datetime
 
 import pytest
 from PIL import Image
-from sqlalchemy import insert
+from sqlalchemy import delete, insert
 
-from models import migrate
+from api import routes
+from models import migrate, queries
 from models.config import replace
 from models.db import make_engine
 from models.tables import Image as ImageRow
@@ -296,6 +297,32 @@ def test_stats_follow_new_writes_at_once(tmp_path, database_url: str) -> None:
         assert client.get("/api/stats").json()["total"] == 2
 
 
+def test_stats_are_computed_once_while_nothing_changes(tmp_path, database_url: str, monkeypatch) -> None:
+    """Requests with no write in between share one computation (PostgreSQL too: its snapshot
+    says nothing was written); a write, or the one-second age, makes a new one."""
+    config = config_for(tmp_path, database={"url": database_url})
+    insert_pending(config, "a" * 64)
+    computed = []
+    real = queries.stats
+
+    def counted(connection, **kwargs):
+        computed.append(1)
+        return real(connection, **kwargs)
+
+    monkeypatch.setattr(queries, "stats", counted)
+    with serve(config) as client:
+        for _ in range(5):
+            assert client.get("/api/stats").json()["total"] == 1
+        assert len(computed) == 1
+        insert_pending(config, "b" * 64)
+        assert client.get("/api/stats").json()["total"] == 2
+        assert client.get("/api/stats").json()["total"] == 2
+        assert len(computed) == 2
+        monkeypatch.setattr(routes, "STATS_MAX_AGE_S", 0.0)
+        client.get("/api/stats")
+        assert len(computed) == 3
+
+
 def test_stats_percentiles_over_many_rows(tmp_path, database_url: str) -> None:
     """Nearest-rank p50/p95 read off the index agree with sorting in Python, odd and even sizes."""
     config = config_for(tmp_path, database={"url": database_url})
@@ -313,12 +340,26 @@ def test_stats_percentiles_over_many_rows(tmp_path, database_url: str) -> None:
                 for number, value in enumerate(times)
             ],
         )
-    engine.dispose()
     with serve(config) as client:
         stats = client.get("/api/stats").json()
-    assert stats["processing_ms"]["p50"] == pytest.approx(_nearest_rank(times, 50))
-    assert stats["processing_ms"]["p95"] == pytest.approx(_nearest_rank(times, 95))
-    assert stats["stage_average_ms"]["hash"] == 1.0
+        assert stats["processing_ms"]["p50"] == pytest.approx(_nearest_rank(times, 50))
+        assert stats["processing_ms"]["p95"] == pytest.approx(_nearest_rank(times, 95))
+        assert stats["stage_average_ms"]["hash"] == 1.0
+        # Every size from 1 up: the ranks are worked out in SQL, in integers.
+        with engine.begin() as connection:
+            connection.execute(delete(ImageRow.__table__))
+        for size in range(1, 42):
+            with engine.begin() as connection:
+                connection.execute(
+                    insert(ImageRow.__table__).values(
+                        sha256=f"{10**6 + size:064x}", filename=f"s{size}.jpg", status="done", received_at=received,
+                        size_bytes=1, processing_ms=times[size], hash_ms=1.0,
+                    )
+                )
+            stats = client.get("/api/stats").json()
+            assert stats["processing_ms"]["p50"] == pytest.approx(_nearest_rank(times[1 : size + 1], 50)), size
+            assert stats["processing_ms"]["p95"] == pytest.approx(_nearest_rank(times[1 : size + 1], 95)), size
+    engine.dispose()
 
 
 def test_ping(library_client) -> None:

@@ -9,10 +9,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select, update
 from starlette.testclient import TestClient
 
-from models import migrate
+from models import migrate, queries
 from models.db import make_engine
 from models.queries import MAX_SEARCH_TERMS, search_expression, search_words
 from models.tables import Image
@@ -141,8 +141,16 @@ def test_expression_quotes_every_word() -> None:
     assert len(search_words(" ".join(f"w{n}" for n in range(40)))) == MAX_SEARCH_TERMS
 
 
-def test_search_pages_with_the_cursor_and_status(tmp_path: Path, database_url: str) -> None:
-    """Keyset pages over a search, alone and with a status, against the answer worked out here."""
+@pytest.mark.parametrize(("walk_rows", "walk_more"), [(2000, 8000), (1, 1), (9, 20), (4, 200)])
+def test_search_pages_with_the_cursor_and_status(
+    tmp_path: Path, database_url: str, walk_rows: int, walk_more: int, monkeypatch
+) -> None:
+    """Keyset pages over a search, alone and with a status, against the answer worked out here.
+
+    PostgreSQL walks the newest rows, maybe some more, then asks the index for older
+    matches: with short walks, pages come from all three, and from each alone."""
+    monkeypatch.setattr(queries, "SEARCH_WALK_ROWS", walk_rows)
+    monkeypatch.setattr(queries, "SEARCH_WALK_MORE", walk_more)
     config = config_for(tmp_path, database={"url": database_url})
     engine = make_engine(config.database_url)
     migrate.upgrade(engine)
@@ -159,7 +167,8 @@ def test_search_pages_with_the_cursor_and_status(tmp_path: Path, database_url: s
         connection.execute(insert(Image.__table__), rows)
     engine.dispose()
     with serve(config) as client:
-        for q, status in (("kite", None), ("kite", "done"), ("red bo", "failed"), ("photo", "pending"), ("sky", "processing")):
+        for q, status in (("kite", None), ("kite", "done"), ("red bo", "failed"), ("photo", "pending"), ("sky", "processing"),
+                          ("zebra", None), ("river sky", "done")):
             expected = [
                 number + 1
                 for number, row in enumerate(rows)
@@ -177,3 +186,53 @@ def test_search_pages_with_the_cursor_and_status(tmp_path: Path, database_url: s
                 if cursor is None:
                     break
             assert seen == expected, (q, status)
+
+
+def test_writes_between_the_statements_of_a_search_change_nothing_on_its_page(
+    tmp_path: Path, database_url: str, monkeypatch
+) -> None:
+    """PostgreSQL runs a search as several statements, each in its own snapshot (the reader
+    autocommits): images registered, or leaving the status, between them neither show twice
+    nor make the page skip a match (SQLite runs one statement: trivially so)."""
+    monkeypatch.setattr(queries, "SEARCH_WALK_ROWS", 6)
+    monkeypatch.setattr(queries, "SEARCH_WALK_MORE", 12)
+    config = config_for(tmp_path, database={"url": database_url})
+    writer = make_engine(config.database_url)
+    migrate.upgrade(writer)
+
+    def add(first: int, count: int) -> None:
+        with writer.begin() as connection:
+            connection.execute(insert(Image.__table__), [
+                {"sha256": f"{number:064x}", "filename": f"photo-{number}.jpg", "caption": "kite" if number % 4 == 0 else "sky",
+                 "status": "done", "received_at": datetime(2026, 1, 1), "size_bytes": 1}
+                for number in range(first, first + count)
+            ])
+
+    add(0, 80)
+    reader = make_engine(config.database_url, readonly=True)
+    try:
+        with reader.connect() as connection:
+            expected = queries.list_images(connection, limit=5, search="kite", status="done")
+            statements = []
+            fetch = queries._fetch_all
+
+            def interfering(connection, statement, parameters):
+                statements.append(statement)
+                if len(statements) == 2:  # between the walk and what follows it
+                    add(1000, 12)
+                    with writer.begin() as writing:
+                        newest = select(Image.id).where(Image.status == "done").order_by(Image.id.desc()).limit(3)
+                        writing.execute(update(Image.__table__).where(Image.id.in_(newest.scalar_subquery())).values(status="pending"))
+                return fetch(connection, statement, parameters)
+
+            monkeypatch.setattr(queries, "_fetch_all", interfering)
+            found = queries.list_images(connection, limit=5, search="kite", status="done")
+    finally:
+        reader.dispose()
+        writer.dispose()
+    ids = [item["id"] for item in found.items]
+    assert ids == sorted(set(ids), reverse=True)
+    if database_url:  # PostgreSQL: the later statements' rows lie below the walked ones
+        assert len(statements) >= 2
+    # Below the rows the first statement walked, nothing changed: the same matches.
+    assert ids[-3:] == [item["id"] for item in expected.items][-3:]

@@ -42,6 +42,11 @@ def test_postgresql_engines_bound_their_waits_and_readers_cannot_write(postgres_
     with reader.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM images")).scalar() == 0
         assert connection.execute(text("SHOW statement_timeout")).scalar() == "5s"
+        # Each statement a read-only transaction of its own: no BEGIN and ROLLBACK round trips.
+        assert connection.connection.driver_connection.autocommit is True
+        assert connection.execute(text("SHOW transaction_read_only")).scalar() == "on"
+    with writer.connect() as connection:
+        assert connection.connection.driver_connection.autocommit is False
     with pytest.raises(InternalError, match="read-only transaction"), reader.begin() as connection:
         connection.execute(text("DELETE FROM images"))
     reader.dispose()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert, select
+import pytest
+from sqlalchemy import event, insert, select
 
 from daemon import records
 from daemon.cli import main
-from models import migrate, queries
+from models import migrate, queries, transfer
 from models.config import Config
 from models.db import make_engine
 from models.tables import Image
@@ -102,6 +104,61 @@ def test_copy_to_postgresql_keeps_every_record_and_count(
     assert main(["--config", str(config_file), "db", "copy", "--to", target]) == 1
     assert "already holds" in capsys.readouterr().err
     assert len(_records(target)) == SYNTHETIC + 5
+
+
+def test_copy_goes_in_batches_both_ways(postgres_cluster: ThrowawayCluster, tmp_path: Path, monkeypatch) -> None:
+    """SQLite to PostgreSQL and back, BATCH_ROWS at a time: the same records, the same counts
+    (the PostgreSQL source is read by a reader engine, whose statements autocommit)."""
+    monkeypatch.setattr(transfer, "BATCH_ROWS", 70)
+    first = f"sqlite:///{tmp_path / 'first.db'}"
+    engine = make_engine(first)
+    migrate.upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(insert(images), _synthetic_rows(1))
+    engine.dispose()
+    middle, last = postgres_cluster.new_database(), f"sqlite:///{tmp_path / 'last.db'}"
+    for source_url, target_url in ((first, middle), (middle, last)):
+        source, target = make_engine(source_url, readonly=True), make_engine(target_url)
+        try:
+            before, after = transfer.copy_records(source, target)
+        finally:
+            source.dispose()
+            target.dispose()
+        assert before == after and after.images == SYNTHETIC
+    assert _records(last) == _records(first)
+    assert _stats(last) == _stats(first)
+
+
+def test_a_copy_that_stops_partway_says_what_it_left(tmp_path: Path, monkeypatch) -> None:
+    """The batches committed before a failure stay; the error says so, and how to retry; a
+    second copy into the same target is refused."""
+    monkeypatch.setattr(transfer, "BATCH_ROWS", 50)
+    source_url, target_url = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'target.db'}"
+    engine = make_engine(source_url)
+    migrate.upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(insert(images), _synthetic_rows(1))
+    engine.dispose()
+    source, target = make_engine(source_url, readonly=True), make_engine(target_url)
+    inserts = []
+
+    @event.listens_for(target, "before_cursor_execute")
+    def _fail_third_batch(_connection, _cursor, statement, *_args) -> None:
+        if statement.startswith("INSERT INTO images "):
+            inserts.append(statement)
+            if len(inserts) == 3:
+                raise sqlite3.OperationalError("disk I/O error")
+
+    try:
+        with pytest.raises(transfer.TransferStopped, match=r"after copying 100 image\(s\) \(disk I/O error\).*drop the target"):
+            transfer.copy_records(source, target)
+        event.remove(target, "before_cursor_execute", _fail_third_batch)
+        assert len(_records(target_url)) == 100
+        with pytest.raises(transfer.TransferRefused, match="already holds 100"):
+            transfer.copy_records(source, target)
+    finally:
+        source.dispose()
+        target.dispose()
 
 
 def test_db_migrate_creates_the_schema_on_postgresql(postgres_cluster: ThrowawayCluster, config: Config, tmp_path: Path, capsys) -> None:
