@@ -1,6 +1,9 @@
 """Benchmark of the work queue (not a test): the queue must never be what limits a fleet.
 
-    .venv/bin/python bench/queue.py [--rows 20000] [--seconds 5] [--images 120]
+    .venv/bin/python bench/work_queue.py [--rows 20000] [--seconds 5] [--images 120]
+
+(Not bench/queue.py: in bench/, that name would hide the standard library's `queue` from the
+other benchmarks, which import it through psycopg, logging and concurrent.futures.)
 
 In one run:
   (a) claims per second with no-op work, through daemon.work_queue's own statements (claim one
@@ -16,21 +19,16 @@ server can start here.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on the path, where its name hides the
-# standard library's `queue` (which psycopg and others import): take the folder off.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
+import multiprocessing
 import os
 import shutil
-import multiprocessing
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, insert, text
