@@ -15,9 +15,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from models import config as config_module
 from models.config import Config
+from models.db import make_engine
+from models.tables import DaemonState, Image
 from tests.api.live import REPO
 from tests.helpers import photo_bytes, read_images, wait_for, write_toml
 
@@ -91,6 +94,19 @@ def drop_files(inbox: Path, source: Path) -> set[str]:
     return digests
 
 
+def claim_holders(config: Config) -> set[int]:
+    """The pids of the daemons holding a claim right now."""
+    engine = make_engine(config.database_url, readonly=True)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(DaemonState.pid).join(Image, Image.claimed_by == DaemonState.id).where(Image.status == "processing")
+            ).all()
+    finally:
+        engine.dispose()
+    return {row.pid for row in rows}
+
+
 def all_settled(config: Config, expected: int) -> list[dict] | None:
     rows = read_images(config)
     if len(rows) != expected or any(row["status"] not in ("done", "failed") for row in rows):
@@ -123,7 +139,14 @@ def test_killed_workers_lose_nothing_and_duplicate_nothing(
                 interval=0.01,
                 what="progress before the next kill",
             )
-            victim = running.pop(rng.randrange(len(running)))
+            # A daemon in the middle of an image: its claim is cut short, to be taken over.
+            victim = wait_for(
+                lambda: next((daemon for daemon in running if daemon.process.pid in claim_holders(config)), None),
+                timeout=30,
+                interval=0.002,
+                what="a daemon holding a claim",
+            )
+            running.remove(victim)
             victim.kill()
             kills += 1
             replacement = Daemon(config_file, f"daemon-{len(everyone)}")

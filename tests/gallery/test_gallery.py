@@ -189,7 +189,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Htx]:
     medium = _thumbnail(config.data_dir, "a-medium.jpg", (300, 200))
     # One insert of many rows takes its columns from the first: every row names them all.
     blank = {column.name: None for column in Image.__table__.c if column.name != "id"}
-    base = blank | {"received_at": datetime(2026, 1, 1), "size_bytes": 1000, "status": "done"}
+    base = blank | {"received_at": datetime(2026, 1, 1), "size_bytes": 1000, "status": "done", "attempts": 0}
     done = base | {"thumb_small_path": small, "thumb_medium_path": medium, "format": "JPEG", "width": 3000, "height": 2000}
     rows = [base | {"filename": f"filler-{number:03}.jpg", "status": "pending"} for number in range(70)]
     rows += [
