@@ -37,7 +37,8 @@ class KnownImage:
     error_kind: str | None
 
 
-_KNOWN_COLUMNS = [
+# What a KnownImage holds, in its order (daemon.work_queue returns them with its claims).
+KNOWN_COLUMNS = [
     images.c.id,
     images.c.sha256,
     images.c.size_bytes,
@@ -51,7 +52,7 @@ _KNOWN_COLUMNS = [
 
 
 def find_by_sha(connection: Connection, sha256: str) -> KnownImage | None:
-    row = connection.execute(select(*_KNOWN_COLUMNS).where(images.c.sha256 == sha256)).one_or_none()
+    row = connection.execute(select(*KNOWN_COLUMNS).where(images.c.sha256 == sha256)).one_or_none()
     return KnownImage(*row) if row else None
 
 

@@ -774,10 +774,7 @@ class Daemon:
         """Metadata and thumbnails done, the caption left to a process with that role: the
         original goes to the store, where that process reads it, and the image back in the
         queue for its last stage."""
-        if self._superseded(job):
-            return
-        if self._source_changed(job):
-            self._fail(job, SourceChanged(), started)
+        if not self._still_the_hashed_bytes(job, started):
             return
         stored_path = self._stored_path(job, image_format)
         values = values | {
@@ -903,6 +900,16 @@ class Daemon:
         self._drop_rewritten(job)
         return True
 
+    def _still_the_hashed_bytes(self, job: Job, started: float) -> bool:
+        """Whether the inbox file still holds the bytes processed; if not, the image is dropped
+        (rewritten: its new bytes are registered) or failed (gone or replaced), and False."""
+        if self._superseded(job):
+            return False
+        if self._source_changed(job):
+            self._fail(job, SourceChanged(), started)
+            return False
+        return True
+
     def _drop_rewritten(self, job: Job) -> None:
         if not self.writer.call(work_queue.drop, self.worker_id, job.image_id):
             return
@@ -931,10 +938,7 @@ class Daemon:
 
     def _finish(self, job: Job, image_format: str | None, started: float, values: dict) -> None:
         """Commit a done image with `values`, then move its original into the content-addressed store."""
-        if self._superseded(job):
-            return
-        if self._source_changed(job):
-            self._fail(job, SourceChanged(), started)
+        if not self._still_the_hashed_bytes(job, started):
             return
         stored_path = self._stored_path(job, image_format)
         processing_ms = self._elapsed_ms(job, started)

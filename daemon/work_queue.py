@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, or_, select, text, update
 
-from daemon.records import KnownImage, utcnow
+from daemon.records import KNOWN_COLUMNS, KnownImage, utcnow
 from models.tables import DaemonState, Image
 
 images = Image.__table__
@@ -49,15 +49,7 @@ class Claim:
 
 
 _CLAIM_COLUMNS = [
-    images.c.id,
-    images.c.sha256,
-    images.c.size_bytes,
-    images.c.hash_ms,
-    images.c.status,
-    images.c.filename,
-    images.c.inbox_path,
-    images.c.stored_path,
-    images.c.error_kind,
+    *KNOWN_COLUMNS,
     images.c.stage,
     images.c.source_identity,
     images.c.processing_ms,
@@ -118,7 +110,7 @@ def _claimed(connection: Connection, statement: Any, worker_id: int, lease_s: fl
     lease_until = utcnow() + timedelta(seconds=lease_s)
     rows = connection.execute(statement, {"worker_id": worker_id, "lease_until": lease_until, **parameters}).all()
     return [
-        Claim(KnownImage(*row[:9]), row.stage or PREPARE, row.source_identity, row.processing_ms)
+        Claim(KnownImage(*row[: len(KNOWN_COLUMNS)]), row.stage or PREPARE, row.source_identity, row.processing_ms)
         for row in sorted(rows, key=lambda row: row.id)
     ]
 

@@ -138,7 +138,7 @@ def _prepared_writer(config: Config) -> Iterator[DatabaseWriter]:
 @pytest.mark.parametrize("name", ["interrupted.jpg", os.fsdecode(b"caf\xe9.jpg")])
 def test_restart_after_a_crash_mid_processing_finishes_the_image(config: Config, start_daemon, name: str) -> None:
     # The state a kill -9 leaves: the row claimed by a worker of this machine that no longer
-    # runs (its lease an hour long), the file still in the inbox.
+    # runs, its lease run out meanwhile, the file still in the inbox.
     config.inbox_dir.mkdir(parents=True)
     shutil.copyfile(CORPUS_DIR / "flower.jpg", config.inbox_dir / name)
     digest = hash_file(config.inbox_dir / name, config.pipeline.max_file_bytes)
@@ -154,7 +154,7 @@ def test_restart_after_a_crash_mid_processing_finishes_the_image(config: Config,
         dead = writer.call(
             work_queue.register_worker, host=socket.gethostname(), pid=_dead_pid(), roles="thumbnails", started_at=records.utcnow()
         )
-        assert [claim.image.id for claim in writer.call(work_queue.claim_ids, dead, [image_id], lease_s=3600)] == [image_id]
+        assert [claim.image.id for claim in writer.call(work_queue.claim_ids, dead, [image_id], lease_s=0)] == [image_id]
 
     start_daemon(config)
     rows = wait_for(_finished(config, 1), what="the interrupted image")
