@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from models import migrate, queries  # noqa: E402
 from models.db import BACKENDS, make_engine  # noqa: E402
 from models.tables import Image as ImageRow  # noqa: E402
-from tests.postgres import ClusterUnavailable, ThrowawayCluster  # noqa: E402
+from tests.postgres import ThrowawayCluster, started_or_none  # noqa: E402
 
 # What a camera writes (flower.jpg of the corpus, as the daemon stores it): about 1 KB of JSON.
 EXIF = json.loads(
@@ -118,15 +118,7 @@ def database_url(backend: str, data_dir: Path, cluster: ThrowawayCluster | None)
 
 def start_cluster(backends: list[str]) -> ThrowawayCluster | None:
     """A throwaway PostgreSQL server if asked for; None (and the reason printed) if none starts."""
-    if "postgresql" not in backends:
-        return None
-    cluster = ThrowawayCluster()
-    try:
-        return cluster.start()
-    except ClusterUnavailable as error:
-        cluster.stop()
-        print(f"postgresql skipped: {error}", flush=True)
-        return None
+    return started_or_none("postgresql skipped") if "postgresql" in backends else None
 
 
 def make_thumbnails(data_dir: Path) -> list[tuple[str, str]]:

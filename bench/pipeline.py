@@ -47,7 +47,7 @@ from daemon.writer import DatabaseWriter  # noqa: E402
 from models import config as config_module  # noqa: E402
 from models import migrate  # noqa: E402
 from models.db import BACKENDS, make_engine  # noqa: E402
-from tests.postgres import ClusterUnavailable, ThrowawayCluster  # noqa: E402
+from tests.postgres import ThrowawayCluster, started_or_none  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "pipeline"
 SOURCE_PHOTO = ROOT / "tests" / "corpus" / "xmp_test.jpg"  # a real 2000x1072 photograph
@@ -260,15 +260,7 @@ def database_urls(backends: list[str], workdir: Path, cluster: ThrowawayCluster 
 
 def start_cluster(backends: list[str]) -> ThrowawayCluster | None:
     """A throwaway PostgreSQL server if asked for; None (and the reason printed) if none starts."""
-    if "postgresql" not in backends:
-        return None
-    cluster = ThrowawayCluster()
-    try:
-        return cluster.start()
-    except ClusterUnavailable as error:
-        cluster.stop()
-        print(f"(d) postgresql skipped: {error}")
-        return None
+    return started_or_none("(d) postgresql skipped") if "postgresql" in backends else None
 
 
 def time_database(backends: list[str], images: int, rounds: int, workdir: Path) -> dict[str, dict[str, list[float]]]:

@@ -42,7 +42,7 @@ from models import migrate  # noqa: E402
 from models.db import make_engine  # noqa: E402
 from models.tables import Image  # noqa: E402
 from tests.helpers import photo_bytes, read_images, wait_for, write_toml  # noqa: E402
-from tests.postgres import ClusterUnavailable, ThrowawayCluster  # noqa: E402
+from tests.postgres import started_or_none  # noqa: E402
 
 images = Image.__table__
 DONE = {"status": "done", "processed_at": datetime(2026, 12, 1), "processing_ms": 1.0}
@@ -171,13 +171,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"work queue benchmark on {os.cpu_count()} CPU core(s)")
     work = Path(tempfile.mkdtemp(prefix="htx-queue-bench-"))
-    cluster = ThrowawayCluster()
+    cluster = started_or_none()
     try:
-        try:
-            cluster.start()
-        except ClusterUnavailable as error:
-            print(f"postgresql skipped: {error}")
-            cluster = None
         print("(a) claims per second, no-op work (claim, then finish: two transactions per image)")
         if cluster is not None:
             for label, rate in bench_claims(cluster.new_database("queue"), args.rows, args.seconds, [1, 2, 4]).items():

@@ -636,18 +636,22 @@ class Daemon:
 
     def _worker_loop(self) -> None:
         while self._outage.wait_turn(self._stopping):
-            try:
-                claims = self.writer.call(
-                    work_queue.claim, self.worker_id, stage=PREPARE, limit=1, lease_s=self.config.pipeline.lease_s
-                )
-            except EnvironmentFault as fault:
-                self._report(fault)
-                continue
-            if not claims:
-                self._signal.wait()
-                continue
-            for claim in claims:
+            for claim in self._claim(PREPARE, 1):
                 self._run_claim(claim)
+
+    def _claim(self, stage: str, limit: int) -> list[Claim]:
+        """Claims of `stage` from the queue; none after waiting for work to be announced (or
+        after reporting a fault, which the caller's next wait_turn waits out)."""
+        try:
+            claims = self.writer.call(
+                work_queue.claim, self.worker_id, stage=stage, limit=limit, lease_s=self.config.pipeline.lease_s
+            )
+        except EnvironmentFault as fault:
+            self._report(fault)
+            return []
+        if not claims:
+            self._signal.wait()
+        return claims
 
     def _run_claim(self, claim: Claim) -> None:
         """Process one claimed image, whatever happens: an outcome, or the claim given back."""
@@ -800,17 +804,7 @@ class Daemon:
             if not self._captions.ready_for(batch_size):
                 self._stopping.wait(0.05)
                 continue
-            try:
-                claims = self.writer.call(
-                    work_queue.claim, self.worker_id, stage=CAPTION, limit=batch_size, lease_s=self.config.pipeline.lease_s
-                )
-            except EnvironmentFault as fault:
-                self._report(fault)
-                continue
-            if not claims:
-                self._signal.wait()
-                continue
-            for claim in claims:
+            for claim in self._claim(CAPTION, batch_size):
                 self._feed_caption(claim)
 
     def _feed_caption(self, claim: Claim) -> None:

@@ -39,11 +39,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 def started_cluster() -> ThrowawayCluster:
     """A new throwaway PostgreSQL server; the test skips (fails where PostgreSQL is required)
     when none can start here."""
-    cluster = ThrowawayCluster()
     try:
-        return cluster.start()
+        return ThrowawayCluster().start()
     except ClusterUnavailable as error:
-        cluster.stop()
         if os.environ.get(REQUIRE_POSTGRES_ENV):
             pytest.fail(f"PostgreSQL is required (${REQUIRE_POSTGRES_ENV}) but could not start: {error}")
         pytest.skip(f"no PostgreSQL server could be started: {error}")

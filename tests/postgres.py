@@ -46,6 +46,14 @@ class ThrowawayCluster:
         return self.folder
 
     def start(self) -> "ThrowawayCluster":
+        """Initialise and start the server; ClusterUnavailable (nothing left behind) if it cannot."""
+        try:
+            return self._start()
+        except ClusterUnavailable:
+            self.stop()
+            raise
+
+    def _start(self) -> "ThrowawayCluster":
         bin_dir = server_binaries()
         if bin_dir is None:
             raise ClusterUnavailable("no PostgreSQL server binaries (initdb) on this machine")
@@ -104,3 +112,12 @@ class ThrowawayCluster:
         if result.returncode != 0:
             raise ClusterUnavailable(f"{program} failed: {(result.stderr or result.stdout).strip()[-500:]}")
         return result.stdout
+
+
+def started_or_none(say: str = "postgresql skipped") -> ThrowawayCluster | None:
+    """For the benchmarks: a started server, or None after printing why none could start."""
+    try:
+        return ThrowawayCluster().start()
+    except ClusterUnavailable as error:
+        print(f"{say}: {error}", flush=True)
+        return None
