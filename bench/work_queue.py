@@ -6,8 +6,9 @@
 other benchmarks, which import it through psycopg, logging and concurrent.futures.)
 
 In one run:
-  (a) claims per second with no-op work, through daemon.work_queue's own statements (claim one
-      image, record it done with `finish`, each its own transaction): on PostgreSQL (a
+  (a) claims per second with no-op work, through daemon.work_queue's own statements and the
+      daemon's DatabaseWriter (claim one image, record it done with `finish`, each a statement
+      of its own): on PostgreSQL (a
       throwaway cluster of tests/postgres.py) with 1, 2 and 4 claimer processes, each with
       its own connection, as a fleet's daemons are; on SQLite with one, as its one daemon
       writes through one thread. Also caption-style claims of 8 at a time.
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from daemon import records, work_queue  # noqa: E402
+from daemon.writer import DatabaseWriter  # noqa: E402
 from models import config as config_module  # noqa: E402
 from models import migrate  # noqa: E402
 from models.db import make_engine  # noqa: E402
@@ -67,21 +69,22 @@ def seed(engine: Engine, rows: int) -> None:
 
 
 def claimer(url: str, number: int, deadline: float, batch: int, counts: Any) -> None:
-    """One worker process: claim `batch` images, record each done, until `deadline`."""
+    """One worker process: claim `batch` images, record each done, until `deadline`, through
+    a DatabaseWriter as a daemon does."""
     engine = make_engine(url)
-    with engine.begin() as connection:
-        worker = work_queue.register_worker(connection, host="bench", pid=os.getpid(), roles="thumbnails", started_at=records.utcnow())
+    writer = DatabaseWriter(engine)
+    writer.start()
+    worker = writer.call(work_queue.register_worker, host="bench", pid=os.getpid(), roles="thumbnails", started_at=records.utcnow())
     done = 0
     while time.time() < deadline:
-        with engine.begin() as connection:
-            claims = work_queue.claim(connection, worker, stage=work_queue.PREPARE, limit=batch, lease_s=60)
+        claims = writer.call_statement(work_queue.claim, worker, stage=work_queue.PREPARE, limit=batch, lease_s=60)
         if not claims:
             break
         for claim in claims:
-            with engine.begin() as connection:
-                assert work_queue.finish(connection, worker, claim.image.id, DONE)
+            assert writer.call_statement(work_queue.finish, worker, claim.image.id, DONE)
         done += len(claims)
     counts[number] = done
+    writer.stop()
     engine.dispose()
 
 
@@ -173,7 +176,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="htx-queue-bench-"))
     cluster = started_or_none()
     try:
-        print("(a) claims per second, no-op work (claim, then finish: two transactions per image)")
+        print("(a) claims per second, no-op work (claim, then finish: two statements per image, each its own transaction)")
         if cluster is not None:
             for label, rate in bench_claims(cluster.new_database("queue"), args.rows, args.seconds, [1, 2, 4]).items():
                 print(f"    postgresql  {label:<30}{rate:>10,.0f} /s")

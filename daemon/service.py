@@ -314,7 +314,7 @@ class Daemon:
         interval = self.config.pipeline.lease_s / 3
         while not self._stopping.wait(interval):
             try:
-                self.writer.call(work_queue.renew, self.worker_id, lease_s=self.config.pipeline.lease_s)
+                self.writer.call_statement(work_queue.renew, self.worker_id, lease_s=self.config.pipeline.lease_s)
                 self._requeue_lost()
             except EnvironmentFault as fault:
                 self._report(fault)
@@ -431,7 +431,7 @@ class Daemon:
             self._release(arrival)
         if image_id is None:
             return None
-        for claim in self.writer.call(work_queue.claim_ids, self.worker_id, [image_id], lease_s=self.config.pipeline.lease_s):
+        for claim in self.writer.call_statement(work_queue.claim_ids, self.worker_id, [image_id], lease_s=self.config.pipeline.lease_s):
             self._run_claim(claim)
         return image_id
 
@@ -643,7 +643,7 @@ class Daemon:
         """Claims of `stage` from the queue; none after waiting for work to be announced (or
         after reporting a fault, which the caller's next wait_turn waits out)."""
         try:
-            claims = self.writer.call(
+            claims = self.writer.call_statement(
                 work_queue.claim, self.worker_id, stage=stage, limit=limit, lease_s=self.config.pipeline.lease_s
             )
         except EnvironmentFault as fault:
@@ -709,7 +709,7 @@ class Daemon:
 
     def _record_missing(self, known: records.KnownImage) -> None:
         error = MissingFile()
-        if self.writer.call(work_queue.finish, self.worker_id, known.id, records.failure_values(error) | self._by_me()):
+        if self.writer.call_statement(work_queue.finish, self.worker_id, known.id, records.failure_values(error) | self._by_me()):
             log.warning("image %d %s: failed: %s", known.id, known.filename, error.message)
 
     def _by_me(self) -> dict[str, str]:
@@ -723,7 +723,7 @@ class Daemon:
         else:
             values = {"inbox_path": None, "stored_path": job.source.relative_to(self.config.data_dir).as_posix()}
         try:
-            self.writer.call(work_queue.release, self.worker_id, [job.image_id], values)
+            self.writer.call_statement(work_queue.release, self.worker_id, [job.image_id], values)
             self._signal.wake()
         except EnvironmentFault:
             pass  # the claim stays until this process renews and retries it, or its lease runs out
@@ -858,7 +858,7 @@ class Daemon:
     def _caption_handed_back(self, task: CaptionTask) -> None:
         """Stopping before its caption: back to `pending`, claimed again at the next start."""
         try:
-            self.writer.call(work_queue.release, self.worker_id, [task.job.image_id])
+            self.writer.call_statement(work_queue.release, self.worker_id, [task.job.image_id])
         except EnvironmentFault as fault:
             log.warning("image %d: still claimed (%s); it is queued again when its lease runs out", task.job.image_id, fault)
         except Exception:
@@ -905,7 +905,7 @@ class Daemon:
         return True
 
     def _drop_rewritten(self, job: Job) -> None:
-        if not self.writer.call(work_queue.drop, self.worker_id, job.image_id):
+        if not self.writer.call_statement(work_queue.drop, self.worker_id, job.image_id):
             return
         for thumbnail in (self.config.thumbnails_dir / job.sha256[:2]).glob(f"{job.sha256}-*"):
             thumbnail.unlink(missing_ok=True)
@@ -918,7 +918,7 @@ class Daemon:
         """Write an outcome while this process holds the claim; False (and nothing written)
         if it lost it: its lease ran out (a stall, a lost connection) and another worker took
         the image, which records it instead."""
-        if self.writer.call(work_queue.finish, self.worker_id, job.image_id, values | self._by_me()):
+        if self.writer.call_statement(work_queue.finish, self.worker_id, job.image_id, values | self._by_me()):
             return True
         log.warning("image %d %s: another worker took it over (this one's claim ran out); nothing recorded here", job.image_id, job.filename)
         return False

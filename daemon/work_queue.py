@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, delete, or_, select, text, true, update
 
 from daemon.records import KNOWN_COLUMNS, KnownImage, utcnow
 from models.tables import DaemonState, Image
@@ -96,6 +96,24 @@ def _claim_statement(stage: str | None) -> Any:
 _CLAIMS = {stage: _claim_statement(stage) for stage in (PREPARE, CAPTION, None)}
 
 
+def _held(image_ids: Any) -> Any:
+    """The condition of a write to claimed images: only while `:worker_id` holds them."""
+    return and_(image_ids, images.c.claimed_by == bindparam("worker_id"), images.c.status == "processing")
+
+
+# Built once, like the claims: the columns an outcome sets are the parameters of each call
+# (an UPDATE sets the columns its parameters name besides those of `values`).
+_FINISH = update(images).where(_held(images.c.id == bindparam("image_id"))).values(claimed_by=None, lease_until=None)
+_DROP = delete(images).where(_held(images.c.id == bindparam("image_id")))
+_HOLDS = select(images.c.id).where(_held(images.c.id == bindparam("image_id")))
+_RENEW = update(images).where(_held(true())).values(lease_until=bindparam("lease_until"))
+_RELEASE = (
+    update(images)
+    .where(_held(images.c.id.in_(bindparam("image_ids", expanding=True))))
+    .values(status="pending", claimed_by=None, lease_until=None)
+)
+
+
 def claim(connection: Connection, worker_id: int, *, stage: str, limit: int, lease_s: float) -> list[Claim]:
     """Claim up to `limit` pending images of `stage`, oldest first."""
     return _claimed(connection, _CLAIMS[stage], worker_id, lease_s, limit=limit)
@@ -117,53 +135,32 @@ def _claimed(connection: Connection, statement: Any, worker_id: int, lease_s: fl
 
 def renew(connection: Connection, worker_id: int, *, lease_s: float) -> int:
     """Extend every lease `worker_id` holds; how many it holds."""
-    return connection.execute(
-        update(images)
-        .where(images.c.claimed_by == worker_id, images.c.status == "processing")
-        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
-    ).rowcount
+    return connection.execute(_RENEW, {"worker_id": worker_id, "lease_until": utcnow() + timedelta(seconds=lease_s)}).rowcount
 
 
 def finish(connection: Connection, worker_id: int, image_id: int, values: dict[str, Any]) -> bool:
     """Write `values` (an outcome, or a hand-over to the next stage) if `worker_id` still holds
     the claim, and end the claim; False if it lost it (its lease ran out and another worker
     took the image), in which case nothing is written."""
-    result = connection.execute(
-        update(images)
-        .where(images.c.id == image_id, images.c.claimed_by == worker_id, images.c.status == "processing")
-        .values(**values, claimed_by=None, lease_until=None)
-    )
+    result = connection.execute(_FINISH, {**values, "image_id": image_id, "worker_id": worker_id})
     return result.rowcount == 1
 
 
 def drop(connection: Connection, worker_id: int, image_id: int) -> bool:
     """Delete a claimed image whose bytes no longer exist (its inbox file was rewritten): the
     new bytes are registered as what they are. False if the claim was lost."""
-    result = connection.execute(
-        delete(images).where(images.c.id == image_id, images.c.claimed_by == worker_id, images.c.status == "processing")
-    )
-    return result.rowcount == 1
+    return connection.execute(_DROP, {"image_id": image_id, "worker_id": worker_id}).rowcount == 1
 
 
 def holds(connection: Connection, worker_id: int, image_id: int) -> bool:
     """Whether `worker_id` still holds its claim on the image."""
-    found = connection.execute(
-        select(images.c.id).where(
-            images.c.id == image_id, images.c.claimed_by == worker_id, images.c.status == "processing"
-        )
-    ).first()
-    return found is not None
+    return connection.execute(_HOLDS, {"image_id": image_id, "worker_id": worker_id}).first() is not None
 
 
 def release(connection: Connection, worker_id: int, image_ids: Sequence[int], values: dict[str, Any] | None = None) -> int:
     """Give claims back untouched (a stop, a fault of the environment): pending again, with no
     attempt counted, and `values` (where the bytes are now)."""
-    result = connection.execute(
-        update(images)
-        .where(images.c.id.in_(list(image_ids)), images.c.claimed_by == worker_id, images.c.status == "processing")
-        .values(**(values or {}), status="pending", claimed_by=None, lease_until=None)
-    )
-    return result.rowcount
+    return connection.execute(_RELEASE, {**(values or {}), "image_ids": list(image_ids), "worker_id": worker_id}).rowcount
 
 
 def requeue_lost(connection: Connection, *, max_attempts: int, dead_workers: Sequence[int] = ()) -> tuple[int, int]:

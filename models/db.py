@@ -2,12 +2,12 @@
 
 SQLite: WAL mode and a busy timeout; readers open the file with `mode=ro`.
 PostgreSQL (psycopg 3): a pool, with a connect timeout and statement, lock and
-idle-transaction timeouts, so no query can hang a thread. The writer's connections are
-checked before use (a restarted server costs it no failed transaction). Readers' are not, and
-each statement is a read-only transaction of its own (autocommit): one round trip a query
-instead of four (the check, BEGIN, the query, ROLLBACK), 0.36 against 0.83 ms for the API's
-detail query. A reader meeting a connection the server has closed retries on a new one
-(api.context.Reader), so a restarted server still costs it no failed request.
+idle-transaction timeouts, so no query can hang a thread. Connections are not checked before
+use (a check is a round trip each time): a reader or the daemon's writer meeting a connection
+the server has closed runs again once on a new one (api.context.Reader, daemon.writer), so a
+restarted server costs them no failed request or transaction. Readers' statements are each a
+read-only transaction of their own (autocommit): one round trip a query instead of four (the
+check, BEGIN, the query, ROLLBACK), 0.36 against 0.83 ms for the API's detail query.
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def _postgresql_engine(url: URL, *, readonly: bool) -> Engine:
     options = " ".join(f"-c {name}={value}" for name, value in settings.items())
     return create_engine(
         url,
-        # A check before each use is a round trip per request; readers retry instead.
-        pool_pre_ping=not readonly,
+        # A check before each use is a round trip per transaction; callers retry instead.
+        pool_pre_ping=False,
         pool_size=READER_POOL_SIZE,
         max_overflow=8,
         connect_args={
