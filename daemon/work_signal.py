@@ -20,6 +20,10 @@ from daemon.work_queue import CHANNEL
 log = logging.getLogger("htx.daemon")
 
 RECONNECT_S = 2.0
+# How long the listener waits on its socket before it looks at the stop flag again: a wait
+# on the client's side, no round trip. A cancel does not end it (no query runs meanwhile), so
+# this is what a stop waits for.
+STOP_POLL_S = 0.25
 
 
 class WorkSignal:
@@ -39,12 +43,6 @@ class WorkSignal:
     def stop(self) -> None:
         self._stopping.set()
         self._event.set()
-        connection = self._connection
-        if connection is not None:
-            try:
-                connection.cancel_safe()  # interrupts notifies() at once
-            except Exception:
-                pass
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -66,7 +64,7 @@ class WorkSignal:
                 connection.execute(f"LISTEN {CHANNEL}")
                 self.wake()  # what was announced while not listening
                 while not self._stopping.is_set():
-                    for _notice in connection.notifies(timeout=5.0, stop_after=1):
+                    for _notice in connection.notifies(timeout=STOP_POLL_S, stop_after=1):
                         self.wake()
             except Exception as error:  # the server went away: listen again when it is back
                 if not self._stopping.is_set():
