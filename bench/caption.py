@@ -101,9 +101,9 @@ def build_standin() -> None:
 
 
 def load_images(count: int, edge: int) -> list[Any]:
-    from daemon.decode import decode
-    from daemon.metadata import extract_metadata
-    from daemon.pipeline import caption_image
+    from daemon.stages.decode import decode
+    from daemon.stages.metadata import extract_metadata
+    from daemon.stages.pipeline import caption_image
 
     images = []
     for name in (PHOTOS * (count // len(PHOTOS) + 1))[:count]:
@@ -147,7 +147,7 @@ def run_usual(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_captioner(spec: dict[str, Any]) -> dict[str, Any]:
     """(b) and the sweep: the daemon's BlipCaptioner, batches of caption.batch_size."""
-    from daemon.blip import BlipCaptioner
+    from daemon.captions.blip import BlipCaptioner
     from models.config import CaptionConfig
 
     overrides = {key: spec[key] for key in ("dtype", "quantize", "batch_size") if spec.get(key) is not None}

@@ -4,7 +4,7 @@ Builds, once, into bench/.cache/memory:
   - a 9400x9400 RGBA PNG that is a small file (flat colour, a noisy patch, a transparent band):
     just under pipeline.max_pixels, 353 MB decoded;
   - a 9400x9400 JPEG of the same picture (decoded at 1/8 scale by draft mode).
-Each measurement runs `daemon.pipeline.prepare` in a fresh Python process and reports that
+Each measurement runs `daemon.stages.pipeline.prepare` in a fresh Python process and reports that
 process's peak RSS (ru_maxrss) minus its RSS just before the call, next to the decoded size
 (width x height x bytes per pixel). The inputs are built in a process of their own: Linux starts
 a child's ru_maxrss at its parent's peak, which would hide the figure being measured. With --workers N, N threads prepare N copies at once,
@@ -74,13 +74,13 @@ def _status_kb(field: str) -> int | None:
 def child(path: Path, caption_size: int, workers: int, budget_mb: int) -> None:
     """In a fresh process: warm up on a tiny image, then measure `prepare` on `path`."""
     sys.path.insert(0, str(ROOT))
-    from daemon.decode import configure_pillow
-    from daemon.pipeline import prepare
+    from daemon.stages.decode import configure_pillow
+    from daemon.stages.pipeline import prepare
     from models import config as config_module
 
     budget = None
     if budget_mb:
-        from daemon.memory_budget import DecodeBudget
+        from daemon.stages.memory_budget import DecodeBudget
 
         budget = DecodeBudget(budget_mb * MB)
     with tempfile.TemporaryDirectory(prefix="htx-memory-") as scratch:

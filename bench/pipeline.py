@@ -40,10 +40,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon import records, work_queue  # noqa: E402
-from daemon.pipeline import prepare  # noqa: E402
+from daemon.database import records, work_queue  # noqa: E402
+from daemon.stages.pipeline import prepare  # noqa: E402
 from daemon.service import Daemon  # noqa: E402
-from daemon.writer import DatabaseWriter  # noqa: E402
+from daemon.database.writer import DatabaseWriter  # noqa: E402
 from models import config as config_module  # noqa: E402
 from models import migrate  # noqa: E402
 from models.db import BACKENDS, make_engine  # noqa: E402

@@ -6,7 +6,7 @@
 other benchmarks, which import it through psycopg, logging and concurrent.futures.)
 
 In one run:
-  (a) claims per second with no-op work, through daemon.work_queue's own statements and the
+  (a) claims per second with no-op work, through daemon.database.work_queue's own statements and the
       daemon's DatabaseWriter (claim one image, record it done with `finish`, each a statement
       of its own): on PostgreSQL (a
       throwaway cluster of tests/postgres.py) with 1, 2 and 4 claimer processes, each with
@@ -37,8 +37,8 @@ from sqlalchemy import Engine, insert, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon import records, work_queue  # noqa: E402
-from daemon.writer import DatabaseWriter  # noqa: E402
+from daemon.database import records, work_queue  # noqa: E402
+from daemon.database.writer import DatabaseWriter  # noqa: E402
 from models import config as config_module  # noqa: E402
 from models import migrate  # noqa: E402
 from models.db import make_engine  # noqa: E402

@@ -120,7 +120,7 @@ def _reason(error: Exception) -> str:
 
 
 def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
-    from daemon import records
+    from daemon.database import records
 
     if not args.ids and not args.failed:
         print("htx reprocess: name image ids, or --failed for every failed image", file=sys.stderr)
@@ -138,7 +138,7 @@ def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_stats(config: Config, args: argparse.Namespace) -> int:
-    from daemon.records import utcnow
+    from daemon.database.records import utcnow
     from daemon.report import stats_table
     from models import queries
 
@@ -191,9 +191,9 @@ def cmd_recaption(config: Config, args: argparse.Namespace) -> int:
     if config.caption.model == "none":
         print('htx recaption: caption.model is "none": set it to a hub id or a model folder first', file=sys.stderr)
         return EXIT_USAGE
-    from daemon.captioner import CaptionerUnavailable, make_captioner
-    from daemon.recaption import recaption
-    from daemon.writer import DatabaseWriter
+    from daemon.captions.captioner import CaptionerUnavailable, make_captioner
+    from daemon.captions.recaption import recaption
+    from daemon.database.writer import DatabaseWriter
 
     engine = open_database(config, "recaption")
     if engine is None:
@@ -269,7 +269,7 @@ def cmd_db_copy(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_model_download(config: Config, args: argparse.Namespace) -> int:
-    from daemon.blip import download, model_source
+    from daemon.captions.blip import download, model_source
 
     name = args.name or config.caption.model
     if name == "none":

@@ -21,9 +21,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
 
-from daemon.files import HASH_CHUNK_BYTES
-from daemon.records import utcnow
-from daemon.watcher import IgnoreRules
+from daemon.inbox.files import HASH_CHUNK_BYTES
+from daemon.database.records import utcnow
+from daemon.inbox.watcher import IgnoreRules
 from models import queries
 from models.config import Config
 from models.db import make_engine, missing_database

@@ -1,9 +1,9 @@
 """The daemon: registers complete files, and processes images it claims from the database.
 
-The database is the queue (daemon.work_queue): any number of daemon processes, on any number
+The database is the queue (daemon.database.work_queue): any number of daemon processes, on any number
 of machines sharing one database and one data folder, take images from it. Each process has
 roles (pipeline.roles), and threads, each with one job:
-- "watch": the watch thread holds the inbox lock (daemon.inbox_lock: one process at a time;
+- "watch": the watch thread holds the inbox lock (daemon.inbox.inbox_lock: one process at a time;
   another takes over within seconds when it dies), runs the watcher, and rescans; the
   registrar hashes each complete file and inserts its pending row (unique on the digest, so
   two registrations of the same bytes never make two records), then wakes the workers;
@@ -22,7 +22,7 @@ claims go back to pending (at once when it was a process of this machine, else w
 lease runs out), and a file found in the inbox whose bytes already have a record is either a
 duplicate (removed) or the original of that record that a crash left behind (moved on).
 
-Only regular files are read, never through a symlink (daemon.files.open_regular): anything
+Only regular files are read, never through a symlink (daemon.inbox.files.open_regular): anything
 else in the inbox is named once in the log and left alone. A fault of the machine (a full
 disk, a data folder that cannot be written, a database that cannot be reached or written) is
 never the image's: the claim goes back and every thread waits it out (daemon.outage).
@@ -44,10 +44,10 @@ from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
-from daemon import records, work_queue
-from daemon.caption_worker import CaptionOutcome, CaptionWorker
-from daemon.captioner import Captioner, make_captioner
-from daemon.decode import EXTENSIONS, configure_pillow
+from daemon.database import records, work_queue
+from daemon.captions.caption_worker import CaptionOutcome, CaptionWorker
+from daemon.captions.captioner import Captioner, make_captioner
+from daemon.stages.decode import EXTENSIONS, configure_pillow
 from daemon.errors import (
     EnvironmentFault,
     MissingFile,
@@ -57,7 +57,7 @@ from daemon.errors import (
     database_fault,
     storage_fault,
 )
-from daemon.files import (
+from daemon.inbox.files import (
     FileDigest,
     error_note,
     file_identity,
@@ -67,16 +67,16 @@ from daemon.files import (
     move_file,
     remove_stale_temporaries,
 )
-from daemon.inbox_lock import inbox_lock
-from daemon.memory_budget import DecodeBudget, DecodeStopped
+from daemon.inbox.inbox_lock import inbox_lock
+from daemon.stages.memory_budget import DecodeBudget, DecodeStopped
 from daemon.notify import SystemdNotifier
 from daemon.outage import Outage
-from daemon.pipeline import prepare
-from daemon.recaption import caption_input
-from daemon.watcher import InboxWatcher
-from daemon.work_queue import CAPTION, PREPARE, Claim
-from daemon.work_signal import WorkSignal
-from daemon.writer import DatabaseWriter
+from daemon.stages.pipeline import prepare
+from daemon.captions.recaption import caption_input
+from daemon.inbox.watcher import InboxWatcher
+from daemon.database.work_queue import CAPTION, PREPARE, Claim
+from daemon.database.work_signal import WorkSignal
+from daemon.database.writer import DatabaseWriter
 from models import migrate
 from models.config import Config
 from models.db import make_engine
@@ -97,7 +97,7 @@ MAX_SKIPPED_REMEMBERED = 10_000
 # A file that arrived in the inbox: its path and inode. A new file at the same path (an upload
 # renamed in as the last one with that name leaves) is another arrival.
 Arrival = tuple[Path, int]
-Identity = tuple[int, int, int]  # inode, size, mtime (ns): daemon.files.file_identity
+Identity = tuple[int, int, int]  # inode, size, mtime (ns): daemon.inbox.files.file_identity
 
 
 def identity_text(identity: Identity) -> str:

@@ -71,7 +71,7 @@ class PipelineConfig:
     workers: int = field(default=0, metadata=_at_least(0))
     # Decoded pixels held at once by all workers together (MiB): a large image waits its turn.
     decode_memory_mb: int = field(default=1024, metadata=_at_least(1))
-    # What this process does (daemon/work_queue.py): "watch" the inbox (one process at a time
+    # What this process does (daemon/database/work_queue.py): "watch" the inbox (one process at a time
     # holds it), make "thumbnails" (and metadata), make "captions".
     roles: tuple[str, ...] = ROLES
     # A claim on an image lasts this long unless its worker renews it (it does, every third

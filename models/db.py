@@ -4,7 +4,7 @@ SQLite: WAL mode and a busy timeout; readers open the file with `mode=ro`.
 PostgreSQL (psycopg 3): a pool, with a connect timeout and statement, lock and
 idle-transaction timeouts, so no query can hang a thread. Connections are not checked before
 use (a check is a round trip each time): a reader or the daemon's writer meeting a connection
-the server has closed runs again once on a new one (api.context.Reader, daemon.writer), so a
+the server has closed runs again once on a new one (api.context.Reader, daemon.database.writer), so a
 restarted server costs them no failed request or transaction. Readers' statements are each a
 read-only transaction of their own (autocommit): one round trip a query instead of four (the
 check, BEGIN, the query, ROLLBACK), 0.36 against 0.83 ms for the API's detail query.

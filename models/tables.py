@@ -91,7 +91,7 @@ class Image(Base):
     caption_device: Mapped[str | None] = mapped_column(String(32))
     caption_error: Mapped[str | None] = mapped_column(Text)
 
-    # The work queue (daemon/work_queue.py, migration 0005).
+    # The work queue (daemon/database/work_queue.py, migration 0005).
     claimed_by: Mapped[int | None] = mapped_column(Integer)  # the daemon_state row of the worker
     lease_until: Mapped[datetime | None] = mapped_column(DateTime)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")  # claims lost to a dead worker
@@ -110,7 +110,7 @@ class Image(Base):
         Index("ix_images_processed_at", "processed_at"),
         # Percentiles of processing time, read off the index in order (GET /api/stats).
         Index("ix_images_status_processing_ms", "status", "processing_ms"),
-        # The work queue's head (daemon/work_queue.py): pending images in claim order.
+        # The work queue's head (daemon/database/work_queue.py): pending images in claim order.
         Index("ix_images_pending", "id", sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
     )
 

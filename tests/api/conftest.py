@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from daemon import records
+from daemon.database import records
 from daemon.service import Daemon
 from models import config as config_module
 from models import migrate

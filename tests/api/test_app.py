@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.routing import Route
 
 from api.app import create_app
-from daemon import records
+from daemon.database import records
 from models import migrate
 from models.config import Config
 from models.db import make_engine

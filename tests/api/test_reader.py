@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from api.context import Reader
-from daemon import records
+from daemon.database import records
 from models import migrate, queries
 from models.db import make_engine
 from tests.postgres import ThrowawayCluster

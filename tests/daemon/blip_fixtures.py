@@ -1,6 +1,6 @@
 """A tiny BLIP with random weights, saved like a real checkpoint, for tests of the caption path.
 
-It is loaded by path through the production loader (daemon/blip.py), so the tests exercise the
+It is loaded by path through the production loader (daemon/captions/blip.py), so the tests exercise the
 real `from_pretrained` code; it takes a fraction of a second to build and to run.
 """
 

@@ -15,16 +15,16 @@ import pytest
 from sqlalchemy import select
 
 import daemon.service as service_module
-from daemon import records, work_queue
-from daemon.files import hash_file
+from daemon.database import records, work_queue
+from daemon.inbox.files import hash_file
 from daemon.service import Daemon
-from daemon.writer import DatabaseWriter
+from daemon.database.writer import DatabaseWriter
 from models import migrate
 from models.config import Config
 from models.db import make_engine
 from models.names import display_name, stored_name
 from models.tables import DaemonState
-from tests.daemon.test_watcher import distinct_jpeg
+from tests.daemon.inbox.test_watcher import distinct_jpeg
 from tests.helpers import CORPUS_DIR, copy_in, finished, read_images, wait_for
 
 pytestmark = pytest.mark.both_backends

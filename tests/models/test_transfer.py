@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, insert, select
 
-from daemon import records
+from daemon.database import records
 from daemon.cli import main
 from models import migrate, queries, transfer
 from models.config import Config

@@ -4,7 +4,7 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-02
 
-The database is the queue (daemon/work_queue.py). A worker claims a pending image by setting
+The database is the queue (daemon/database/work_queue.py). A worker claims a pending image by setting
 `claimed_by` (its daemon_state row) and `lease_until`, renews the lease while it works, and
 commits the outcome only while it still holds the claim. A claim whose lease runs out (its
 worker died) goes back to pending with `attempts` raised; `stage` says what is left to do

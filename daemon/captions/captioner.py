@@ -1,0 +1,85 @@
+"""Captioners: what turns pixels into a sentence.
+
+The daemon talks to a `Captioner` only. "none" (`caption.model = "none"`) is the captioner
+that makes no captions: images finish `done` with `caption: null`. Anything else is a BLIP
+model (daemon/captions/blip.py), by hub id or folder.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from PIL import Image
+
+from models.config import Config
+
+
+# The caption_error of an image whose caption came out empty (only special tokens).
+NO_WORDS = "the caption model produced no words"
+
+
+class CaptionerUnavailable(Exception):
+    """The model cannot be used (not downloaded, wrong path...).
+
+    `str(error)` is the log line: it names the model and how to fix it (it may name a server
+    folder). `reason` is the short form stored as an image's `caption_error`: no server paths.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class CaptionCancelled(Exception):
+    """`cancel` was set while captioning (the daemon is stopping): the batch has no captions."""
+
+
+class Captioner(Protocol):
+    @property
+    def model_name(self) -> str | None:
+        """Stored as `caption_model`; None when no model is configured."""
+
+    @property
+    def device(self) -> str | None:
+        """Where the model runs ("cpu", "cuda:0"); None when there is no model, or not loaded yet."""
+
+    @property
+    def input_size(self) -> int | None:
+        """The square edge, in pixels, of the images `caption` takes; None: it needs no pixels."""
+
+    @property
+    def settings(self) -> str:
+        """How it runs ("cpu, bfloat16"), for logs and the daemon's status line."""
+
+    def load(self) -> None:
+        """Make the model ready (slow: seconds); raises CaptionerUnavailable if it cannot be."""
+
+    def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
+        """One caption per image, in order. Raises CaptionerUnavailable if the model is missing,
+        CaptionCancelled if `cancel` is set before the captions are complete."""
+
+
+class NoCaptioner:
+    """`caption.model = "none"`: no model, no captions, and no error either."""
+
+    model_name = None
+    device = None
+    input_size = None
+    settings = "off"
+
+    def load(self) -> None:
+        pass
+
+    def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
+        raise CaptionerUnavailable("captioning is switched off (caption.model = \"none\")")
+
+
+def make_captioner(config: Config) -> Captioner:
+    """The captioner `caption.model` names; cheap: nothing is loaded until `load()`."""
+    if config.caption.model == "none":
+        return NoCaptioner()
+    from daemon.captions.blip import BlipCaptioner
+
+    return BlipCaptioner(config.caption, config.base_dir)

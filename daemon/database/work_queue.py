@@ -1,0 +1,239 @@
+"""The work queue, which is the images table: claims with leases, on SQLite and PostgreSQL.
+
+A worker (a daemon process, its daemon_state row) claims pending images with one atomic
+UPDATE that sets `processing`, `claimed_by` and `lease_until`. On PostgreSQL the rows are
+picked with `FOR UPDATE SKIP LOCKED`, so any number of workers on any number of machines claim
+at once without waiting on each other or taking the same row; on SQLite, whose daemon writes
+through one thread, the same statement runs without that clause. The worker renews its
+leases while it works and records an outcome only while it still holds the claim (`finish`).
+A claim whose lease ran out (its worker died or hung) goes back to pending with `attempts`
+raised; an image that reaches `max_attempts` (it kills every worker that touches it) is failed
+with that reason instead of being tried for ever.
+
+Times are the workers' clocks (naive UTC, as stored): machines of a fleet keep them in step
+with NTP, and leases are tens of seconds long.
+
+On PostgreSQL, new work is announced with NOTIFY (daemon.database.work_signal listens), delivered when
+the transaction that made it commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, delete, or_, select, text, true, update
+
+from daemon.database.records import KNOWN_COLUMNS, KnownImage, utcnow
+from models.tables import DaemonState, Image
+
+images = Image.__table__
+daemon_state = DaemonState.__table__
+
+CHANNEL = "htx_work"
+# Stages a claim is for: the whole pipeline (stage NULL in the row), or only the caption.
+PREPARE = "prepare"
+CAPTION = "caption"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed image: what a worker needs to find and process its bytes."""
+
+    image: KnownImage
+    stage: str
+    source_identity: str | None
+    processing_ms: float | None  # spent by an earlier stage (thumbnails, on another worker)
+
+
+_CLAIM_COLUMNS = [
+    *KNOWN_COLUMNS,
+    images.c.stage,
+    images.c.source_identity,
+    images.c.processing_ms,
+]
+
+
+def _stage_condition(stage: str) -> Any:
+    return images.c.stage.is_(None) if stage == PREPARE else images.c.stage == stage
+
+
+def _claim_statement(stage: str | None) -> Any:
+    """UPDATE ... RETURNING of a claim: of the oldest `:limit` pending images of `stage`, or
+    (None) of the images `:ids`. Built once per kind: SQLAlchemy then reuses its compiled
+    form and cache key, a third of a claim's cost in Python."""
+    if stage is None:
+        chosen: Any = images.c.id.in_(bindparam("ids", expanding=True))
+    else:
+        # A materialised CTE picks the rows once: as a plain IN (subquery), PostgreSQL may run
+        # the subquery again while updating, and claim more rows than the limit.
+        picked = (
+            select(images.c.id)
+            .where(images.c.status == "pending", _stage_condition(stage))
+            .order_by(images.c.id)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders no such clause
+            .cte("chosen")
+            .prefix_with("MATERIALIZED")
+        )
+        chosen = images.c.id == picked.c.id
+    return (
+        update(images)
+        .where(chosen, images.c.status == "pending")
+        .values(
+            status="processing",
+            claimed_by=bindparam("worker_id"),
+            lease_until=bindparam("lease_until"),
+            error=None,
+            error_kind=None,
+        )
+        .returning(*_CLAIM_COLUMNS)
+    )
+
+
+_CLAIMS = {stage: _claim_statement(stage) for stage in (PREPARE, CAPTION, None)}
+
+
+def _held(image_ids: Any) -> Any:
+    """The condition of a write to claimed images: only while `:worker_id` holds them."""
+    return and_(image_ids, images.c.claimed_by == bindparam("worker_id"), images.c.status == "processing")
+
+
+# Built once, like the claims: the columns an outcome sets are the parameters of each call
+# (an UPDATE sets the columns its parameters name besides those of `values`).
+_FINISH = update(images).where(_held(images.c.id == bindparam("image_id"))).values(claimed_by=None, lease_until=None)
+_DROP = delete(images).where(_held(images.c.id == bindparam("image_id")))
+_HOLDS = select(images.c.id).where(_held(images.c.id == bindparam("image_id")))
+_RENEW = update(images).where(_held(true())).values(lease_until=bindparam("lease_until"))
+_RELEASE = (
+    update(images)
+    .where(_held(images.c.id.in_(bindparam("image_ids", expanding=True))))
+    .values(status="pending", claimed_by=None, lease_until=None)
+)
+
+
+def claim(connection: Connection, worker_id: int, *, stage: str, limit: int, lease_s: float) -> list[Claim]:
+    """Claim up to `limit` pending images of `stage`, oldest first."""
+    return _claimed(connection, _CLAIMS[stage], worker_id, lease_s, limit=limit)
+
+
+def claim_ids(connection: Connection, worker_id: int, image_ids: Sequence[int], *, lease_s: float) -> list[Claim]:
+    """Claim these pending images, whatever their stage (a tool processing one file now)."""
+    return _claimed(connection, _CLAIMS[None], worker_id, lease_s, ids=list(image_ids))
+
+
+def _claimed(connection: Connection, statement: Any, worker_id: int, lease_s: float, **parameters: Any) -> list[Claim]:
+    lease_until = utcnow() + timedelta(seconds=lease_s)
+    rows = connection.execute(statement, {"worker_id": worker_id, "lease_until": lease_until, **parameters}).all()
+    return [
+        Claim(KnownImage(*row[: len(KNOWN_COLUMNS)]), row.stage or PREPARE, row.source_identity, row.processing_ms)
+        for row in sorted(rows, key=lambda row: row.id)
+    ]
+
+
+def renew(connection: Connection, worker_id: int, *, lease_s: float) -> int:
+    """Extend every lease `worker_id` holds; how many it holds."""
+    return connection.execute(_RENEW, {"worker_id": worker_id, "lease_until": utcnow() + timedelta(seconds=lease_s)}).rowcount
+
+
+def finish(connection: Connection, worker_id: int, image_id: int, values: dict[str, Any]) -> bool:
+    """Write `values` (an outcome, or a hand-over to the next stage) if `worker_id` still holds
+    the claim, and end the claim; False if it lost it (its lease ran out and another worker
+    took the image), in which case nothing is written."""
+    result = connection.execute(_FINISH, {**values, "image_id": image_id, "worker_id": worker_id})
+    return result.rowcount == 1
+
+
+def drop(connection: Connection, worker_id: int, image_id: int) -> bool:
+    """Delete a claimed image whose bytes no longer exist (its inbox file was rewritten): the
+    new bytes are registered as what they are. False if the claim was lost."""
+    return connection.execute(_DROP, {"image_id": image_id, "worker_id": worker_id}).rowcount == 1
+
+
+def holds(connection: Connection, worker_id: int, image_id: int) -> bool:
+    """Whether `worker_id` still holds its claim on the image."""
+    return connection.execute(_HOLDS, {"image_id": image_id, "worker_id": worker_id}).first() is not None
+
+
+def release(connection: Connection, worker_id: int, image_ids: Sequence[int], values: dict[str, Any] | None = None) -> int:
+    """Give claims back untouched (a stop, a fault of the environment): pending again, with no
+    attempt counted, and `values` (where the bytes are now)."""
+    return connection.execute(_RELEASE, {**(values or {}), "image_ids": list(image_ids), "worker_id": worker_id}).rowcount
+
+
+def requeue_lost(connection: Connection, *, max_attempts: int, dead_workers: Sequence[int] = ()) -> tuple[int, int]:
+    """Claims whose worker is gone: those whose lease ran out, those of `dead_workers` (known
+    dead: a process of this host that no longer runs), and `processing` rows nobody claims (an
+    older daemon's). Each goes back to pending with its attempt count raised, or is failed when
+    that reaches `max_attempts`. Returns (requeued, failed)."""
+    lost = and_(
+        images.c.status == "processing",
+        or_(
+            images.c.claimed_by.is_(None),
+            images.c.lease_until < utcnow(),
+            images.c.claimed_by.in_(list(dead_workers)),
+        ),
+    )
+    failed = connection.execute(
+        update(images)
+        .where(lost, images.c.attempts + 1 >= max_attempts)
+        .values(
+            status="failed",
+            error=f"every worker that processed this image stopped before it finished ({max_attempts} tries)",
+            error_kind="internal",
+            processed_at=utcnow(),
+            attempts=images.c.attempts + 1,
+            claimed_by=None,
+            lease_until=None,
+        )
+    ).rowcount
+    requeued = connection.execute(
+        update(images).where(lost).values(status="pending", attempts=images.c.attempts + 1, claimed_by=None, lease_until=None)
+    ).rowcount
+    if requeued:
+        announce(connection)
+    return requeued, failed
+
+
+def announce(connection: Connection) -> None:
+    """Tell listening workers there is work (PostgreSQL; delivered at commit)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(f"NOTIFY {CHANNEL}"))
+
+
+def pending_count(connection: Connection, stages: Sequence[str], worker_id: int) -> int:
+    """Images waiting for one of `stages`, plus those `worker_id` holds: 0 means nothing is
+    left for this worker."""
+    waiting = or_(*(_stage_condition(stage) for stage in stages)) if stages else images.c.id.is_(None)
+    query = select(images.c.id).where(
+        or_(
+            and_(images.c.status == "pending", waiting),
+            and_(images.c.status == "processing", images.c.claimed_by == worker_id),
+        )
+    )
+    return len(connection.execute(query.limit(1)).all())
+
+
+def register_worker(connection: Connection, *, host: str, pid: int, roles: str, started_at: datetime) -> int:
+    """A daemon_state row for a starting daemon process; its id is the worker id."""
+    result = connection.execute(
+        daemon_state.insert().values(host=host, pid=pid, roles=roles, started_at=started_at, heartbeat_at=utcnow())
+    )
+    return result.inserted_primary_key[0]
+
+
+def local_workers(connection: Connection, host: str) -> list[tuple[int, int]]:
+    """(worker id, pid) of this host's workers that have not stopped cleanly."""
+    rows = connection.execute(
+        select(daemon_state.c.id, daemon_state.c.pid).where(daemon_state.c.host == host, daemon_state.c.stopped_at.is_(None))
+    ).all()
+    return [(row.id, row.pid) for row in rows]
+
+
+def mark_stopped(connection: Connection, worker_ids: Sequence[int]) -> None:
+    """Workers found dead: shown as stopped, so readers stop counting them."""
+    connection.execute(
+        update(daemon_state).where(daemon_state.c.id.in_(list(worker_ids))).values(stopped_at=utcnow())
+    )
