@@ -19,7 +19,8 @@ _STOP = object()
 
 
 class DatabaseWriter:
-    """Runs write functions, one transaction each, on one thread; callers wait for the result."""
+    """Runs write functions on one thread, each in a transaction of its own (`call`) or as one
+    statement in autocommit (`call_statement`); callers wait for the result."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
