@@ -156,9 +156,10 @@ def test_restart_after_a_crash_mid_processing_finishes_the_image(config: Config,
         )
         assert [claim.image.id for claim in writer.call(work_queue.claim_ids, dead, [image_id], lease_s=0)] == [image_id]
 
-    start_daemon(config)
+    daemon = start_daemon(config)
     rows = wait_for(_finished(config, 1), what="the interrupted image")
     assert [(row["id"], row["status"], row["attempts"]) for row in rows] == [(image_id, "done", 1)]
+    assert daemon.wait_idle(timeout=10)  # the original leaves the inbox just after `done` is committed
     assert list(config.inbox_dir.iterdir()) == []
 
 
