@@ -105,7 +105,6 @@ def _held(image_ids: Any) -> Any:
 # (an UPDATE sets the columns its parameters name besides those of `values`).
 _FINISH = update(images).where(_held(images.c.id == bindparam("image_id"))).values(claimed_by=None, lease_until=None)
 _DROP = delete(images).where(_held(images.c.id == bindparam("image_id")))
-_HOLDS = select(images.c.id).where(_held(images.c.id == bindparam("image_id")))
 _RENEW = update(images).where(_held(true())).values(lease_until=bindparam("lease_until"))
 _RELEASE = (
     update(images)
@@ -150,11 +149,6 @@ def drop(connection: Connection, worker_id: int, image_id: int) -> bool:
     """Delete a claimed image whose bytes no longer exist (its inbox file was rewritten): the
     new bytes are registered as what they are. False if the claim was lost."""
     return connection.execute(_DROP, {"image_id": image_id, "worker_id": worker_id}).rowcount == 1
-
-
-def holds(connection: Connection, worker_id: int, image_id: int) -> bool:
-    """Whether `worker_id` still holds its claim on the image."""
-    return connection.execute(_HOLDS, {"image_id": image_id, "worker_id": worker_id}).first() is not None
 
 
 def release(connection: Connection, worker_id: int, image_ids: Sequence[int], values: dict[str, Any] | None = None) -> int:
