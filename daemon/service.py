@@ -778,20 +778,8 @@ class Daemon:
         """Metadata and thumbnails done, the caption left to a process with that role: the
         original goes to the store, where that process reads it, and the image back in the
         queue for its last stage."""
-        if not self._still_the_hashed_bytes(job, started):
-            return
-        stored_path = self._stored_path(job, image_format)
-        values = values | {
-            "status": "pending",
-            "stage": CAPTION,
-            "stored_path": stored_path,
-            "inbox_path": None,
-            "processing_ms": self._elapsed_ms(job, started),
-        }
-        if not self._record(job, values):
-            return
-        self._store(job.source, self.config.data_dir / stored_path)
-        self.writer.call(work_queue.announce)
+        if self._record_and_store(job, image_format, started, values | {"status": "pending", "stage": CAPTION}) is not None:
+            self.writer.call(work_queue.announce)
 
     # -- captions -----------------------------------------------------------------------------
 
@@ -930,25 +918,25 @@ class Daemon:
             return job.source.relative_to(self.config.data_dir).as_posix()
         return f"originals/{job.sha256[:2]}/{job.sha256}.{EXTENSIONS[image_format]}"
 
-    def _finish(self, job: Job, image_format: str | None, started: float, values: dict) -> None:
-        """Commit a done image with `values`, then move its original into the content-addressed store."""
+    def _record_and_store(self, job: Job, image_format: str | None, started: float, outcome: dict) -> float | None:
+        """Commit `outcome` with the time spent and the original's place in the store, then move
+        the original there; the time, or None when nothing was recorded (the inbox file no longer
+        holds the bytes processed, or the claim was lost)."""
         if not self._still_the_hashed_bytes(job, started):
-            return
+            return None
         stored_path = self._stored_path(job, image_format)
         processing_ms = self._elapsed_ms(job, started)
-        values = values | {
-            "status": "done",
-            "stage": None,
-            "error": None,
-            "error_kind": None,
-            "processed_at": records.utcnow(),
-            "stored_path": stored_path,
-            "inbox_path": None,
-            "processing_ms": processing_ms,
-        }
-        if not self._record(job, values):
-            return
+        if not self._record(job, outcome | {"stored_path": stored_path, "inbox_path": None, "processing_ms": processing_ms}):
+            return None
         self._store(job.source, self.config.data_dir / stored_path)
+        return processing_ms
+
+    def _finish(self, job: Job, image_format: str | None, started: float, values: dict) -> None:
+        """Commit a done image with `values`, then move its original into the content-addressed store."""
+        done = {"status": "done", "stage": None, "error": None, "error_kind": None, "processed_at": records.utcnow()}
+        processing_ms = self._record_and_store(job, image_format, started, values | done)
+        if processing_ms is None:
+            return
         if job.source.parent == self.config.failed_dir:  # reprocessed: the old reason is stale
             error_note(job.source).unlink(missing_ok=True)
         log.info("image %d %s: done in %.0f ms", job.image_id, job.filename, processing_ms)
