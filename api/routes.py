@@ -292,7 +292,8 @@ async def get_image(request: Request) -> Response:
         description: >-
           {"id", "filename", "status", "error", "error_kind", "sha256", "received_at",
           "processed_at", "processing_ms", "timings_ms", "metadata", "caption", "caption_model",
-          "caption_device", "caption_error", "thumbnails": {"small", "medium"}, "links"}
+          "caption_device", "caption_runtime", "caption_error", "thumbnails": {"small", "medium"},
+          "links"}
       404:
         description: no image with this id
     """
@@ -379,8 +380,9 @@ async def get_stats(request: Request) -> Response:
         description: >-
           {"total", "by_status", "finished", "success_rate", "failure_rate", "queue_depth",
           "processing_ms": {"average", "p50", "p95"} (done images), "stage_average_ms",
-          "last_hour": {"processed", "per_minute"}, "caption": {"model", "device"}, "problem"
-          (what keeps images from being processed, e.g. "data disk full"; null when all is well),
+          "last_hour": {"processed", "per_minute"}, "caption": {"model", "device", "runtime"},
+          "problem" (what keeps images from being processed, e.g. "data disk full"; null when all
+          is well),
           "workers": [{"name" (host:pid), "roles", "state", "heartbeat_age_s", "holding" (images
           claimed now), "processed_last_hour", "per_minute", "problem"}]}; zeros for an empty
           database

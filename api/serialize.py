@@ -95,6 +95,7 @@ def record_json(row: Mapping[str, Any], base: str, **extra: Any) -> bytes:
         "caption": row["caption"],
         "caption_model": row["caption_model"],
         "caption_device": row["caption_device"],
+        "caption_runtime": row["caption_runtime"],
         "caption_error": row["caption_error"],
         "thumbnails": thumbnails,
         "links": {"self": image_url(base, image_id)},
@@ -145,7 +146,7 @@ def stats(stats: Stats, now: datetime) -> dict[str, Any]:
             "processed": stats.processed_last_hour,
             "per_minute": round(stats.processed_last_hour / 60, 3),
         },
-        "caption": {"model": stats.caption_model, "device": stats.caption_device},
+        "caption": {"model": stats.caption_model, "device": stats.caption_device, "runtime": stats.caption_runtime},
         "problem": stats.problem,
         "workers": [worker_json(worker, now) for worker in stats.workers],
     }

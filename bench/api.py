@@ -182,7 +182,7 @@ def seed(data_dir: Path, rows: int, url: str) -> list[int]:
                     "metadata_ms": rng.uniform(5, 40), "thumbnails_ms": rng.uniform(20, 90),
                     "caption": f"a {rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)} {rng.choice(_PLACES)}",
                     "caption_model": "Salesforce/blip-image-captioning-base",
-                    "caption_device": "cpu", "caption_ms": rng.uniform(200, 900),
+                    "caption_device": "cpu", "caption_runtime": "torch bfloat16", "caption_ms": rng.uniform(200, 900),
                 }
             elif status == "failed":
                 row |= {"error": "corrupt image: image file is truncated", "error_kind": "corrupt",

@@ -1,4 +1,4 @@
-"""Benchmark: BLIP captions on this machine, the usual way against the daemon's captioner.
+"""Benchmark: BLIP captions on this machine, the usual way against the daemon's runtimes.
 
 No model weights can be downloaded here, so this builds once, into bench/.cache/ (git-ignored),
 a stand-in with the full BLIP-base architecture (`BlipConfig()` defaults, 12 text attention
@@ -13,13 +13,22 @@ no shared caches) on the same images: photos of the test corpus, decoded and red
 model's input exactly as the daemon does. One batch is run first, untimed, as a daemon would
 have run one long before.
 
-    .venv/bin/python bench/caption.py            # (a) the usual way vs (b) the daemon's defaults
-    .venv/bin/python bench/caption.py --sweep    # plus dtype / int8 / batch size combinations
+    .venv/bin/python bench/caption.py            # the usual way, torch bf16, openvino f32 / bf16
+    .venv/bin/python bench/caption.py --sweep    # plus torch dtype / int8 / batch size combinations
+    .venv/bin/python bench/caption.py --daemon   # plus the whole daemon, per runtime
 
-(a) is fp32, one image per `generate` call, as the transformers docs show it. (b) is
-`BlipCaptioner` at the default `[caption]` settings. Agreement is the share of generated
-tokens equal, position by position, to (a)'s on the same image (with random weights, logits are
-nearly flat, so this understates what a trained model would show).
+(a) is fp32, one image per `generate` call, as the transformers docs show it. The others are
+`BlipCaptioner` at the default `[caption]` settings but for the runtime and precision named.
+openvino's first round of each precision starts without its compiled cache (first load: the
+conversion); later rounds load the cache.
+
+Fidelity, against (a) on the same images (with random weights, logits are nearly flat, so these
+understate what a trained model would show):
+- vision cos: cosine similarity of each image's vision features (all patches), mean and minimum;
+- forced top-1: with (a)'s caption fed in, the share of positions where the next-token choice
+  is (a)'s (teacher forcing: no earlier divergence carried along);
+- words: the greedy captions' words equal to (a)'s, position by position;
+- exact: captions identical to (a)'s.
 """
 
 from __future__ import annotations
@@ -142,16 +151,30 @@ def run_usual(spec: dict[str, Any]) -> dict[str, Any]:
     for image in images:
         tokens.append(generate(image))
     elapsed = time.perf_counter() - started
-    return {"load_s": load_s, "rss_load_mb": rss_load, "rss_mb": rss, "peak_rss_mb": rss_mb()[1], "seconds": elapsed, "tokens": tokens}
+    result = {"load_s": load_s, "rss_load_mb": rss_load, "rss_mb": rss, "peak_rss_mb": rss_mb()[1], "seconds": elapsed}
+    if spec.get("fidelity"):
+        with torch.no_grad():
+            pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
+            features = [model.vision_model(pixel_values=pixel_values[index : index + 1])[0][0] for index in range(len(images))]
+        import numpy
+
+        numpy.save(spec["features"], torch.stack(features).numpy())
+    return result | {"tokens": tokens, "captions": processor.batch_decode(tokens, skip_special_tokens=True)}
 
 
 def run_captioner(spec: dict[str, Any]) -> dict[str, Any]:
-    """(b) and the sweep: the daemon's BlipCaptioner, batches of caption.batch_size."""
+    """The daemon's BlipCaptioner, batches of caption.batch_size, in the runtime of `spec`."""
+    import shutil
+
     from daemon.captions.blip import BlipCaptioner
+    from daemon.captions.openvino_blip import CACHE_FOLDER
     from models.config import CaptionConfig
 
-    overrides = {key: spec[key] for key in ("dtype", "quantize", "batch_size") if spec.get(key) is not None}
+    overrides = {key: spec[key] for key in ("runtime", "dtype", "quantize", "batch_size") if spec.get(key) is not None}
     config = dataclasses.replace(CaptionConfig(), model=str(STANDIN), max_new_tokens=spec["tokens"], **overrides)
+    if spec.get("fresh_cache"):
+        for cache in (STANDIN / CACHE_FOLDER).glob(f"openvino-*-{spec['dtype']}-*"):
+            shutil.rmtree(cache)
     captioner = BlipCaptioner(config, ROOT, min_new_tokens=spec["tokens"])
     started = time.perf_counter()
     captioner.load()
@@ -166,15 +189,47 @@ def run_captioner(spec: dict[str, Any]) -> dict[str, Any]:
     for batch in batches:
         tokens.extend(captioner.generate(batch))
     elapsed = time.perf_counter() - started
-    return {
+    result = {
         "load_s": load_s,
         "rss_load_mb": rss_load,
         "rss_mb": rss,
         "peak_rss_mb": rss_mb()[1],
         "seconds": elapsed,
         "tokens": tokens,
+        "captions": captioner._processor.batch_decode(tokens, skip_special_tokens=True),
         "settings": f"{captioner.settings}, batch {size}",
     }
+    if spec.get("reference"):
+        features, forced = fidelity(captioner, images, spec["reference"])
+        import numpy
+
+        numpy.save(spec["features"], features)
+        result["forced"] = forced
+    return result
+
+
+def fidelity(captioner: Any, images: list[Any], reference: list[list[int]]) -> tuple[Any, list[list[int]]]:
+    """The vision features of `images`, and the tokens chosen when fed (a)'s captions."""
+    import numpy
+    import torch
+
+    pixel_values = captioner._processor(images=images, return_tensors="np")["pixel_values"]
+    end = captioner._processor.tokenizer.sep_token_id
+    compiled = captioner._compiled
+    if compiled is not None:
+        features = [compiled.image_features(pixel_values[start : start + compiled.batch_size]) for start in range(0, len(images), compiled.batch_size)]
+        return numpy.concatenate(features), compiled.teacher_forced(pixel_values, reference)
+    model = captioner._model
+    dtype = next(model.parameters()).dtype if not captioner._quantized else torch.float32
+    features, forced = [], []
+    with torch.inference_mode():
+        for index, caption in enumerate(reference):
+            pixels = torch.from_numpy(pixel_values[index : index + 1]).to(dtype)
+            features.append(model.vision_model(pixel_values=pixels)[0][0].float().numpy())
+            logits = model(pixel_values=pixels, input_ids=torch.tensor([caption[:-1]])).logits[0].float()
+            logits[:, end] = float("-inf")  # as min_new_tokens does while generating
+            forced.append(logits.argmax(-1).tolist())
+    return numpy.stack(features), forced
 
 
 def run_daemon(spec: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +242,7 @@ def run_daemon(spec: dict[str, Any]) -> dict[str, Any]:
     from tests.helpers import read_images
 
     caption = {"model": str(STANDIN), "max_new_tokens": spec["tokens"]}
-    caption |= {key: spec[key] for key in ("batch_size", "batch_wait_ms") if spec.get(key) is not None}
+    caption |= {key: spec[key] for key in ("runtime", "batch_size", "batch_wait_ms") if spec.get(key) is not None}
     with tempfile.TemporaryDirectory() as folder:
         config = config_module.parse(
             {"paths": {"data_dir": "data"}, "watch": {"rescan_s": 0}, "caption": caption}, base_dir=Path(folder)
@@ -214,7 +269,8 @@ def run_daemon(spec: dict[str, Any]) -> dict[str, Any]:
             daemon.stop()
     assert all(row["caption"] for row in rows), "every image should have a caption"
     rss, peak = rss_mb()
-    return {"load_s": 0.0, "rss_load_mb": 0.0, "rss_mb": rss, "peak_rss_mb": peak, "seconds": elapsed, "tokens": []}
+    caption_ms = sum(row["caption_ms"] for row in rows) / len(rows)
+    return {"load_s": 0.0, "rss_load_mb": 0.0, "rss_mb": rss, "peak_rss_mb": peak, "seconds": elapsed, "tokens": [], "caption_ms": caption_ms}
 
 
 def child(spec: dict[str, Any]) -> None:
@@ -243,80 +299,129 @@ def agreement(tokens: list[list[int]], reference: list[list[int]]) -> float:
     return same / total if total else 1.0
 
 
+def word_agreement(captions: list[str], reference: list[str]) -> float:
+    """Share of caption words equal to the reference's at the same position."""
+    same = total = 0
+    for mine, theirs in zip(captions, reference, strict=True):
+        mine_words, their_words = mine.split(), theirs.split()
+        total += max(len(mine_words), len(their_words))
+        same += sum(a == b for a, b in zip(mine_words, their_words, strict=False))
+    return same / total if total else 1.0
+
+
+def cosines(features: Any, reference: Any) -> Any:
+    """Cosine similarity of each image's features (all patches together) with the reference's."""
+    import numpy
+
+    mine = features.reshape(len(features), -1).astype(numpy.float64)
+    theirs = reference.reshape(len(reference), -1).astype(numpy.float64)
+    return (mine * theirs).sum(1) / (numpy.linalg.norm(mine, axis=1) * numpy.linalg.norm(theirs, axis=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=16, help="images per configuration (default 16)")
+    parser.add_argument("--images", type=int, default=24, help="images per configuration (default 24)")
     parser.add_argument("--tokens", type=int, default=20, help="new tokens per caption (default 20)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats of every configuration (default 3)")
-    parser.add_argument("--sweep", action="store_true", help="also time dtype / int8 / batch size combinations")
-    parser.add_argument("--daemon", action="store_true", help="also time the whole daemon on a burst of files")
+    parser.add_argument("--sweep", action="store_true", help="also time torch dtype / int8 / batch size combinations")
+    parser.add_argument("--daemon", action="store_true", help="also time the whole daemon on a burst of files, per runtime")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(json.loads(args.child))
         return
 
+    import numpy
+
+    from daemon.captions.openvino_blip import native_precisions
+
     build_standin()
     base = {"images": args.images, "tokens": args.tokens}
     configurations = [
         ("(a) usual: fp32, 1 image per generate", {**base, "mode": "usual"}),
-        ("(b) daemon's captioner, default settings", {**base, "mode": "captioner"}),
+        ("(b) torch, bfloat16, batch 8 (before)", {**base, "mode": "captioner", "runtime": "torch", "dtype": "bfloat16"}),
     ]
+    for precision in ("float32", "bfloat16", "float16"):
+        if precision in native_precisions():
+            spec = {**base, "mode": "captioner", "runtime": "openvino", "dtype": precision}
+            configurations.append((f"openvino, {precision}, batch 8", spec))
     if args.sweep:
         for dtype, quantize, sizes in (
             ("float32", "none", (1, 8)),
-            ("bfloat16", "none", (1, 4, 8, 16)),
+            ("bfloat16", "none", (1, 4, 16)),
             ("float32", "int8", (1, 4, 8, 16)),
-            ("float16", "none", (8,)),
         ):
             for size in sizes:
-                spec = {**base, "mode": "captioner", "dtype": dtype, "quantize": quantize, "batch_size": size}
-                configurations.append((f"  {dtype}{' + int8' if quantize == 'int8' else ''}, batch {size}", spec))
+                spec = {**base, "mode": "captioner", "runtime": "torch", "dtype": dtype, "quantize": quantize, "batch_size": size}
+                configurations.append((f"  torch, {dtype}{' + int8' if quantize == 'int8' else ''}, batch {size}", spec))
     if args.daemon:
-        for size, wait_ms in ((8, 0), (8, 200), (8, 500), (8, 1000), (4, 200), (16, 500)):
-            spec = {**base, "mode": "daemon", "batch_size": size, "batch_wait_ms": wait_ms}
-            configurations.append((f"  whole daemon, burst: batch {size}, wait {wait_ms} ms", spec))
+        for runtime in ("torch", "openvino"):
+            spec = {**base, "mode": "daemon", "runtime": runtime, "batch_size": 8, "batch_wait_ms": 500}
+            configurations.append((f"  whole daemon, burst: {runtime}, batch 8", spec))
 
     print(
         f"{os.cpu_count()} CPU(s); {args.images} images of 384x384; {args.tokens} new tokens each; "
         f"{len(configurations)} configurations x {args.rounds} interleaved rounds",
         flush=True,
     )
+    CACHE.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in configurations}
+    features: dict[str, Any] = {}
     for round_number in range(args.rounds):
-        for label, spec in configurations:
+        for number, (label, spec) in enumerate(configurations):
+            if round_number == 0 and spec["mode"] != "daemon":
+                # Fidelity is measured once, in the first round, against (a) (which runs first).
+                path = CACHE / f"features-{number}.npy"
+                spec = {**spec, "features": str(path), "fidelity": True, "fresh_cache": spec.get("runtime") == "openvino"}
+                if number:
+                    spec["reference"] = results[configurations[0][0]][0]["tokens"]
             results[label].append(measure(spec))
+            if round_number == 0 and spec["mode"] != "daemon":
+                features[label] = numpy.load(spec["features"])
+                Path(spec["features"]).unlink()
             print(f"  round {round_number + 1}: {label.strip()}: {results[label][-1]['seconds']:.1f} s", flush=True)
 
     usual = results[configurations[0][0]]
     usual_rate = args.images / min(run["seconds"] for run in usual)
+    reference = usual[0]
     print(
-        f"\n{'configuration':46} {'img/s':>6} {'median':>6} {'s/img':>6} {'vs (a)':>7} "
-        f"{'RSS MB: load':>12} {'run':>5} {'peak':>5} {'load s':>6} {'agree':>6}"
+        f"\n{'configuration':40} {'img/s':>6} {'median':>6} {'s/img':>6} {'vs (a)':>7} "
+        f"{'RSS MB: load':>12} {'run':>5} {'peak':>5} {'load s: 1st':>11} {'cached':>6}"
     )
     for label, _ in configurations:
         runs = results[label]
         seconds = sorted(run["seconds"] for run in runs)
         rate, median = args.images / seconds[0], args.images / seconds[len(seconds) // 2]
         first = runs[0]
-        agree = f"{agreement(first['tokens'], usual[0]['tokens']):6.1%}" if first["tokens"] else f"{'':6}"
+        cached = sorted(run["load_s"] for run in runs[1:])
+        cached_s = f"{cached[len(cached) // 2]:6.1f}" if cached else f"{'':6}"
         print(
-            f"{label:46} {rate:6.2f} {median:6.2f} {1 / rate:6.2f} {rate / usual_rate:6.2f}x "
-            f"{first['rss_load_mb']:12.0f} {first['rss_mb']:5.0f} {first['peak_rss_mb']:5.0f} {first['load_s']:6.1f} {agree}"
+            f"{label:40} {rate:6.2f} {median:6.2f} {1 / rate:6.2f} {rate / usual_rate:6.2f}x "
+            f"{first['rss_load_mb']:12.0f} {first['rss_mb']:5.0f} {first['peak_rss_mb']:5.0f} {first['load_s']:11.1f} {cached_s}"
         )
-    # Batch invariance: does a caption depend on the other images of its batch?
-    by_label = {label.strip(): results[label][0]["tokens"] for label, _ in configurations}
-    for name in ("bfloat16", "float32 + int8"):
-        single = by_label.get(f"{name}, batch 1")
-        for size in (4, 8, 16):
-            batched = by_label.get(f"{name}, batch {size}")
-            if single and batched:
-                print(f"{name}, batch {size} vs batch 1: {agreement(batched, single):.1%} of tokens equal")
-    print(f"\n(b) ran as: {results[configurations[1][0]][0]['settings']}.")
-    print("img/s: the best round (least disturbed by other work on the machine); median: the middle round.")
+        if "caption_ms" in first:
+            caption_ms = sorted(run["caption_ms"] for run in runs)
+            print(f"{'':40} the daemon's own caption_ms per image: {caption_ms[0]:.0f} best, {caption_ms[len(caption_ms) // 2]:.0f} median")
+
+    print(f"\n{'fidelity against (a)':40} {'vision cos: mean':>16} {'min':>7} {'forced top-1':>12} {'tokens':>7} {'words':>6} {'exact':>6}")
+    for label, _ in configurations[1:]:
+        first = results[label][0]
+        if label not in features:
+            continue
+        cosine = cosines(features[label], features[configurations[0][0]])
+        expected = [caption[1:] for caption in reference["tokens"]]
+        forced = agreement(first["forced"], expected)
+        exact = sum(mine == theirs for mine, theirs in zip(first["captions"], reference["captions"], strict=True))
+        print(
+            f"{label:40} {cosine.mean():16.4f} {cosine.min():7.4f} {forced:12.1%} "
+            f"{agreement(first['tokens'], reference['tokens']):7.1%} {word_agreement(first['captions'], reference['captions']):6.1%} "
+            f"{exact:3}/{len(reference['captions'])}"
+        )
+    print("\nimg/s: the best round (least disturbed by other work on the machine); median: the middle round.")
     print("RSS: resident memory right after loading (fp32 weights are memory-mapped, so they count only once")
     print("used), after one batch (run), and at most (peak, loading included).")
-    print("agree: generated tokens equal to (a)'s, position by position, on the same images.")
+    print("load s: 1st is the first round's (openvino: without its compiled cache); cached: the later rounds' median.")
+    print("tokens / words: generated tokens / caption words equal to (a)'s, position by position.")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def stats_table(stats: Stats, daemon: DaemonStatus | None, *, now: datetime) -> 
     lines.append("")
     model = stats.caption_model or "none"
     device = f" on {stats.caption_device}" if stats.caption_device else ""
-    lines.append(f"{'caption model':<14}{model}{device}")
+    runtime = f" ({stats.caption_runtime})" if stats.caption_runtime else ""
+    lines.append(f"{'caption model':<14}{model}{device}{runtime}")
     if daemon is None:
         lines.append(f"{'daemon':<14}never started")
     else:

@@ -444,6 +444,7 @@ class Daemon:
             started_at=self._started_at,
             caption_model=self.captioner.model_name,
             caption_device=self.captioner.device,
+            caption_runtime=self.captioner.runtime,
             caption_status=self.caption_status,
             problem=self._outage.problem,
         )
@@ -833,6 +834,7 @@ class Daemon:
             caption_ms=outcome.caption_ms,
             model=self.captioner.model_name,
             device=self.captioner.device,
+            runtime=self.captioner.runtime,
         )
         try:
             self._finish(task.job, task.image_format, task.started, values)

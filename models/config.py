@@ -93,6 +93,7 @@ class ThumbnailsConfig:
 class CaptionConfig:
     model: str = "Salesforce/blip-image-captioning-base"
     device: str = "auto"
+    runtime: str = field(default="auto", metadata=_choice("auto", "torch", "openvino"))
     dtype: str = field(default="auto", metadata=_choice("auto", "float32", "bfloat16", "float16"))
     quantize: str = field(default="none", metadata=_choice("none", "int8"))
     threads: int = field(default=0, metadata=_at_least(0))
@@ -251,6 +252,14 @@ def _check_relations(config: Config) -> None:
         raise ConfigError(
             f"caption.quantize: int8 quantises float32 weights; set caption.dtype to auto or float32, not {config.caption.dtype!r}"
         )
+    if config.caption.runtime == "openvino":
+        # What only the torch runtime does; auto picks torch for these instead.
+        if config.caption.device.startswith("cuda"):
+            raise ConfigError("caption.runtime: openvino runs on the CPU; set caption.device to auto or cpu, or caption.runtime to torch or auto")
+        if config.caption.quantize != "none":
+            raise ConfigError("caption.runtime: int8 is the torch runtime's quantisation; set caption.quantize to none, or caption.runtime to torch or auto")
+        if config.caption.num_beams > 1:
+            raise ConfigError("caption.runtime: openvino decodes greedily; set caption.num_beams to 1, or caption.runtime to torch or auto")
 
 
 def parse(data: dict[str, Any], base_dir: Path, source: Path | None = None) -> Config:

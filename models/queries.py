@@ -409,6 +409,7 @@ class DaemonStatus:
     heartbeat_at: datetime
     caption_model: str | None
     caption_device: str | None
+    caption_runtime: str | None
     caption_status: str | None
     problem: str | None = None  # a fault of the environment it is waiting out
     stopped_at: datetime | None = None  # when it stopped cleanly; None while it runs
@@ -449,6 +450,7 @@ def _daemon_status(row: RowMapping) -> DaemonStatus:
         heartbeat_at=row["heartbeat_at"],
         caption_model=row["caption_model"],
         caption_device=row["caption_device"],
+        caption_runtime=row["caption_runtime"],
         caption_status=row["caption_status"],
         problem=row["problem"],
         stopped_at=row["stopped_at"],
@@ -576,6 +578,7 @@ class Stats:
     processed_last_hour: int
     caption_model: str | None
     caption_device: str | None
+    caption_runtime: str | None
     problem: str | None = None  # what the daemon is waiting out, as it last said
     workers: tuple[Worker, ...] = ()
 
@@ -621,6 +624,7 @@ def stats(connection: Connection, *, now: datetime) -> Stats:
         processed_last_hour=connection.execute(_PROCESSED_SINCE, {"since": now - timedelta(hours=1)}).scalar_one(),
         caption_model=state.caption_model if state else None,
         caption_device=state.caption_device if state else None,
+        caption_runtime=state.caption_runtime if state else None,
         problem=state.problem if state and state.stopped_at is None else None,
         workers=tuple(workers(connection, now=now)),
     )

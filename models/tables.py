@@ -89,6 +89,7 @@ class Image(Base):
     caption: Mapped[str | None] = mapped_column(Text)
     caption_model: Mapped[str | None] = mapped_column(Text)
     caption_device: Mapped[str | None] = mapped_column(String(32))
+    caption_runtime: Mapped[str | None] = mapped_column(String(32))  # "openvino bfloat16" (migration 0007)
     caption_error: Mapped[str | None] = mapped_column(Text)
 
     # The work queue (daemon/database/work_queue.py, migration 0005).
@@ -129,6 +130,7 @@ class DaemonState(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
     caption_model: Mapped[str | None] = mapped_column(Text)
     caption_device: Mapped[str | None] = mapped_column(String(32))
+    caption_runtime: Mapped[str | None] = mapped_column(String(32))
     caption_status: Mapped[str | None] = mapped_column(Text)
     # A fault of the environment being waited out ("data disk full"); None when all is well.
     problem: Mapped[str | None] = mapped_column(Text)

@@ -354,7 +354,8 @@ async function refreshStats() {
   set("success", stats.finished ? `${(stats.success_rate * 100).toFixed(1)} %` : "–");
   set("average", stats.finished ? formatMs(stats.processing_ms.average) : "–");
   set("p95", stats.finished ? formatMs(stats.processing_ms.p95) : "–");
-  set("caption", stats.caption.model ? `${stats.caption.model} (${stats.caption.device || "?"})` : "off");
+  const runtime = stats.caption.runtime ? `, ${stats.caption.runtime}` : "";
+  set("caption", stats.caption.model ? `${stats.caption.model} (${stats.caption.device || "?"}${runtime})` : "off");
   return stats;
 }
 
@@ -574,6 +575,7 @@ function renderDetail(record) {
     ["Caption", record.caption],
     ["Caption model", record.caption_model],
     ["Caption device", record.caption_device],
+    ["Caption runtime", record.caption_runtime],
     ["Caption error", record.caption_error ?? undefined],
   ]);
   const metadataFields = fieldList([

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import functools
 import gc
 import json
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Sequence
@@ -157,6 +159,16 @@ def resolve_dtype(setting: str, device: str, quantize: str) -> Any:
     return torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32
 
 
+def resolve_runtime(config: CaptionConfig, device: str) -> str:
+    """caption.runtime -> "torch" or "openvino". auto: openvino on CPU (4-6x the captions per
+    second, bench/caption.py), torch on CUDA and for what only torch does (int8, beam search)."""
+    if config.runtime != "auto":
+        return config.runtime
+    if device != "cpu" or config.quantize != "none" or config.num_beams > 1:
+        return "torch"
+    return "openvino"
+
+
 def quantize_int8(model: Any) -> Any:
     """Dynamic int8 quantisation of every Linear layer (weights int8, activations per batch)."""
     import torch
@@ -195,14 +207,20 @@ def release_freed_memory() -> None:
 class BlipCaptioner:
     """BlipProcessor + BlipForConditionalGeneration, loaded once by `load`, used by one thread."""
 
-    def __init__(self, config: CaptionConfig, base_dir: Path, *, min_new_tokens: int = 0) -> None:
+    def __init__(
+        self, config: CaptionConfig, base_dir: Path, *, min_new_tokens: int = 0, cache_dir: Path | None = None
+    ) -> None:
         self.config = config
         self.source = model_source(config.model, base_dir)
+        # Where a compiled model is kept when the model's own folder is read-only to the service.
+        self.cache_dir = cache_dir
         # Benchmarks set this to max_new_tokens: random weights never stop by themselves.
         self.min_new_tokens = min_new_tokens
         self._device: str | None = None
         self._dtype: Any = None
         self._quantized = False
+        self._runtime: str | None = None
+        self._compiled: Any = None  # openvino_blip.CompiledBlip when that runtime runs
         self._input_size: int | None = None  # read from the processor's files when first asked
         self._processor: Any = None
         self._model: Any = None
@@ -223,17 +241,26 @@ class BlipCaptioner:
         return self._input_size
 
     @property
+    def runtime(self) -> str | None:
+        """Which runtime and precision make the captions: "openvino bfloat16", "torch int8"."""
+        if self._runtime is None:
+            return None
+        if self._compiled is not None:
+            return f"{self._runtime} {self._compiled.precision}"
+        precision = "int8" if self._quantized else str(self._dtype).removeprefix("torch.")
+        return f"{self._runtime} {precision}"
+
+    @property
     def settings(self) -> str:
-        """How it runs, for logs and the daemon's status: "cpu, bfloat16", "cpu, int8"."""
+        """How it runs, for logs and the daemon's status: "cpu, openvino bfloat16"."""
         if self._device is None:
             return "not loaded"
-        precision = "int8" if self._quantized else str(self._dtype).removeprefix("torch.")
-        return f"{self._device}, {precision}"
+        return f"{self._device}, {self.runtime}"
 
     def load(self) -> None:
         """Load the processor and the model; CaptionerUnavailable (with the fix) if impossible."""
         with self._lock:
-            if self._model is None:
+            if self._runtime is None:
                 self._load()
 
     def _load(self) -> None:
@@ -245,33 +272,61 @@ class BlipCaptioner:
             raise unavailable(self.source, "not in the local Hugging Face cache")
 
         import torch
-        from transformers import BlipForConditionalGeneration, BlipProcessor
         from transformers.utils import logging as transformers_logging
 
         # Progress bars are for terminals; daemon logs are one line per event.
         transformers_logging.disable_progress_bar()
         device = resolve_device(self.config.device)
-        dtype = resolve_dtype(self.config.dtype, device, self.config.quantize)
-        quantize = self.config.quantize == "int8" and device == "cpu"
-        if self.config.quantize == "int8" and not quantize:
-            log.warning("caption.quantize = int8 applies on CPU only; running %s on %s unquantised", self.source.name, device)
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
+        processor = self._from_pretrained("BlipProcessor")
+        self._input_size = int(processor.image_processor.size["height"])
+        runtime = resolve_runtime(self.config, device)
+        if runtime == "openvino":
+            try:
+                self._compiled = self._load_compiled(processor)
+            except CaptionerUnavailable:
+                raise  # the checkpoint itself is unusable: torch would fail the same way
+            except Exception as error:  # noqa: BLE001 - whatever stops the optional runtime, torch can still caption
+                log.warning(
+                    "caption runtime openvino cannot run %s on this machine (%s: %s); captioning with torch instead",
+                    self.source.name,
+                    type(error).__name__,
+                    str(error).splitlines()[0] if str(error) else "no detail",
+                )
+                runtime = "torch"
+        if runtime == "torch":
+            self._load_torch(device)
+        self._processor, self._device, self._runtime = processor, device, runtime
+
+    def _from_pretrained(self, class_name: str, **options: Any) -> Any:
+        """BlipProcessor or BlipForConditionalGeneration from the checkpoint, offline; a failure
+        becomes CaptionerUnavailable with the fix."""
+        import transformers
+
         try:
-            processor = BlipProcessor.from_pretrained(self.source.location, local_files_only=True)
-            model = BlipForConditionalGeneration.from_pretrained(
-                self.source.location,
-                attn_implementation="eager",  # BLIP has no SDPA attention
-                dtype=dtype,  # float32 when quantising: int8 is made from float32 weights
-                local_files_only=True,
-            )
+            return getattr(transformers, class_name).from_pretrained(self.source.location, local_files_only=True, **options)
         except OSError as error:
             if self.source.is_folder:
                 raise unavailable(self.source, "not a saved BLIP model", str(error)) from error
             raise unavailable(self.source, "not in the local Hugging Face cache") from error
         except (ValueError, KeyError, TypeError, RuntimeError) as error:
             raise unavailable(self.source, "not a usable BLIP model", f"{type(error).__name__}: {error}") from error
-        model = model.to(device).eval()
+
+    def _load_model(self, dtype: Any) -> Any:
+        return self._from_pretrained(
+            "BlipForConditionalGeneration",
+            attn_implementation="eager",  # BLIP has no SDPA attention
+            dtype=dtype,
+        ).eval()
+
+    def _load_torch(self, device: str) -> None:
+        dtype = resolve_dtype(self.config.dtype, device, self.config.quantize)
+        quantize = self.config.quantize == "int8" and device == "cpu"
+        if self.config.quantize == "int8" and not quantize:
+            log.warning("caption.quantize = int8 applies on CPU only; running %s on %s unquantised", self.source.name, device)
+        # float32 when quantising: int8 is made from float32 weights
+        model = self._load_model(dtype).to(device)
         if quantize:
             model = quantize_int8(model)
             # The float32 Linear weights hang in reference cycles: without this, resident memory
@@ -279,9 +334,45 @@ class BlipCaptioner:
             gc.collect()
         if device == "cpu":
             release_freed_memory()
-        self._processor, self._model = processor, model
-        self._device, self._dtype, self._quantized = device, dtype, quantize
-        self._input_size = int(processor.image_processor.size["height"])
+        self._model, self._dtype, self._quantized = model, dtype, quantize
+
+    def _load_compiled(self, processor: Any) -> Any:
+        import torch
+
+        from daemon.captions import openvino_blip
+
+        model_folder = Path(self.source.location)
+        if not self.source.is_folder:
+            model_folder = Path(_local_file(self.source, "config.json") or "").parent
+        cache_root = model_folder / openvino_blip.CACHE_FOLDER
+        try:
+            cache_root.mkdir(exist_ok=True)
+            if not os.access(cache_root, os.W_OK):
+                raise PermissionError(errno.EACCES, "not writable", str(cache_root))
+        except OSError as error:
+            if self.cache_dir is None:
+                raise
+            # A model folder the service may only read (a shared or root-owned cache).
+            fallback = self.cache_dir / openvino_blip.CACHE_FOLDER / self.source.name.replace("/", "--")
+            log.info("the compiled caption model goes to %s: %s (%s)", fallback, cache_root, error.strerror or error)
+            cache_root = fallback
+        tokenizer = processor.tokenizer
+        text_config = json.loads((model_folder / "config.json").read_text(encoding="utf-8")).get("text_config", {})
+        tokens = openvino_blip.TokenIds(
+            start=text_config.get("bos_token_id", tokenizer.bos_token_id),
+            end=text_config.get("sep_token_id", tokenizer.sep_token_id),
+            pad=text_config.get("pad_token_id", tokenizer.pad_token_id),
+        )
+        shapes = openvino_blip.Shapes(self.config.batch_size, self.input_size, self.config.max_new_tokens)
+        return openvino_blip.load(
+            model_folder,
+            cache_root,
+            setting=self.config.dtype,
+            shapes=shapes,
+            threads=self.config.threads,
+            tokens=tokens,
+            load_torch_model=lambda: self._load_model(torch.float32),
+        )
 
     def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
         """One caption per image, in order, from one `generate` call."""
@@ -296,11 +387,21 @@ class BlipCaptioner:
         """
         import torch
 
-        if self._model is None:
+        if self._model is None and self._compiled is None:
             raise CaptionerUnavailable(f"caption model {self.source.name} is not loaded", reason="model not loaded")
         cancel = cancel or threading.Event()
         if cancel.is_set():
             raise CaptionCancelled()
+        if self._compiled is not None:
+            pixel_values = self._processor(images=list(images), return_tensors="np")["pixel_values"]
+            tokens = self._compiled.generate(
+                pixel_values,
+                max_new_tokens=self.config.max_new_tokens,
+                min_new_tokens=self.min_new_tokens,
+                cancel=cancel,
+            )
+            release_freed_memory()
+            return tokens
         with torch.inference_mode():
             inputs = self._processor(images=list(images), return_tensors="pt")
             # A dynamically quantised model still takes float32 activations: _dtype is float32.

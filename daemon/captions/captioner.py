@@ -46,6 +46,11 @@ class Captioner(Protocol):
         """Where the model runs ("cpu", "cuda:0"); None when there is no model, or not loaded yet."""
 
     @property
+    def runtime(self) -> str | None:
+        """Which runtime and precision make the captions ("openvino bfloat16", "torch float32");
+        None when there is no model or it is not loaded yet."""
+
+    @property
     def input_size(self) -> int | None:
         """The square edge, in pixels, of the images `caption` takes; None: it needs no pixels."""
 
@@ -66,6 +71,7 @@ class NoCaptioner:
 
     model_name = None
     device = None
+    runtime = None
     input_size = None
     settings = "off"
 
@@ -82,4 +88,4 @@ def make_captioner(config: Config) -> Captioner:
         return NoCaptioner()
     from daemon.captions.blip import BlipCaptioner
 
-    return BlipCaptioner(config.caption, config.base_dir)
+    return BlipCaptioner(config.caption, config.base_dir, cache_dir=config.data_dir)

@@ -89,6 +89,7 @@ def _caption_batch(
             caption_ms=caption_ms,
             model=captioner.model_name,
             device=captioner.device,
+            runtime=captioner.runtime,
         )
         writer.call(records.update_image, stored.id, values)
         if caption:

@@ -171,14 +171,17 @@ def caption_values(
     caption_ms: float | None = None,
     model: str | None = None,
     device: str | None = None,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
-    """Columns of the caption stage. Model and device name what made a caption, so they are
-    stored only with one; `caption_error` says why there is none (None: no model configured)."""
+    """Columns of the caption stage. Model, device and runtime name what made a caption, so
+    they are stored only with one; `caption_error` says why there is none (None: no model
+    configured)."""
     made = caption is not None
     return {
         "caption": caption,
         "caption_model": model if made else None,
         "caption_device": device if made else None,
+        "caption_runtime": runtime if made else None,
         "caption_error": error,
         "caption_ms": caption_ms,
     }
@@ -192,6 +195,7 @@ def write_heartbeat(
     started_at: datetime,
     caption_model: str | None,
     caption_device: str | None,
+    caption_runtime: str | None,
     caption_status: str | None,
     problem: str | None = None,
 ) -> None:
@@ -205,6 +209,7 @@ def write_heartbeat(
             heartbeat_at=utcnow(),
             caption_model=caption_model,
             caption_device=caption_device,
+            caption_runtime=caption_runtime,
             caption_status=caption_status,
             problem=problem,
             stopped_at=None,

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.both_backends
 RECORD_KEYS = {
     "id", "filename", "status", "error", "error_kind", "sha256", "received_at", "processed_at",
     "processing_ms", "timings_ms", "metadata", "caption", "caption_model", "caption_device",
-    "caption_error", "thumbnails", "links", "processed_by", "attempts",
+    "caption_runtime", "caption_error", "thumbnails", "links", "processed_by", "attempts",
 }
 
 
@@ -267,7 +267,7 @@ def test_stats_match_the_records(library: Library, library_client) -> None:
     assert stats["stage_average_ms"]["metadata"] == pytest.approx(sum(metadata_ms) / len(metadata_ms), abs=1e-3)
     assert stats["stage_average_ms"]["caption"] == 0.0  # caption.model = "none"
     assert stats["last_hour"]["processed"] == 5
-    assert stats["caption"] == {"model": None, "device": None}
+    assert stats["caption"] == {"model": None, "device": None, "runtime": None}
 
 
 def test_stats_of_an_empty_database_are_zeros(tmp_path, database_url: str) -> None:

@@ -6,6 +6,7 @@ real `from_pretrained` code; it takes a fraction of a second to build and to run
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from PIL import Image
@@ -80,3 +81,15 @@ def sample_images() -> list[Image.Image]:
         Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (200, 30, 30)),
         Image.effect_mandelbrot((IMAGE_SIZE, IMAGE_SIZE), (-2, -1.5, 1, 1.5), 50).convert("RGB"),
     ]
+
+
+class SetOnLook(threading.Event):
+    """An event that reads as set from its `on`-th look: a stop arriving mid-generation."""
+
+    def __init__(self, on: int) -> None:
+        super().__init__()
+        self.on, self.looks = on, 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return self.looks >= self.on

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from daemon.cli import main
+from daemon.report import stats_table
 from models.config import Config
+from models.queries import Stats
+from models.tables import STATUSES
 from tests.helpers import CORPUS_DIR, copy_in, finished, read_images, wait_for, write_config_file
 
 pytestmark = pytest.mark.both_backends
@@ -35,3 +39,14 @@ def test_stats_without_a_database_says_so(config: Config, tmp_path: Path, capsys
     config_file = write_config_file(config, tmp_path / "htx.toml")
     assert main(["--config", str(config_file), "stats"]) == 1
     assert "no database yet" in capsys.readouterr().err
+
+
+def test_stats_name_the_caption_runtime() -> None:
+    now = datetime(2026, 12, 3)
+    stats = Stats(
+        by_status=dict.fromkeys(STATUSES, 0), average_ms=0.0, p50_ms=0.0, p95_ms=0.0, stage_average_ms={},
+        processed_last_hour=0, caption_model="Salesforce/blip-image-captioning-base", caption_device="cpu",
+        caption_runtime="openvino bfloat16",
+    )
+    lines = stats_table(stats, None, now=now)
+    assert "caption model Salesforce/blip-image-captioning-base on cpu (openvino bfloat16)" in lines

@@ -117,7 +117,7 @@ def test_heartbeat_names_the_captioner(config: Config, start_daemon) -> None:
         state = connection.execute(select(DaemonState.__table__)).one()
     engine.dispose()
     assert state.pid > 0 and state.heartbeat_at >= state.started_at
-    assert state.caption_model is None
+    assert (state.caption_model, state.caption_device, state.caption_runtime) == (None, None, None)
 
 
 @contextmanager

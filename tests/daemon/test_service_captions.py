@@ -49,6 +49,7 @@ class GatedCaptioner:
 
     model_name = "gated"
     device = "cpu"
+    runtime = "gated float32"
     input_size = 16
     settings = "cpu, gated"
 
@@ -90,6 +91,9 @@ def test_every_image_gets_a_caption_from_the_model(
     state = read_state(config)
     assert state["caption_status"].startswith("ready (cpu, ")
     assert (state["caption_model"], state["caption_device"]) == (tiny_blip.name, "cpu")
+    # Which runtime and precision is the captioner's choice; every caption names the one it ran.
+    assert state["caption_runtime"] and len(state["caption_runtime"]) <= 32
+    assert {row["caption_runtime"] for row in rows} == {state["caption_runtime"]}
 
 
 def test_metadata_and_thumbnails_are_visible_before_the_caption(
@@ -116,6 +120,9 @@ def test_metadata_and_thumbnails_are_visible_before_the_caption(
 
     rows = wait_for(lambda: all_done(config, 2), what="the captions once the model is ready")
     assert sorted(row["caption"] for row in rows) == ["caption 0", "caption 1"]
+    made_by = {(row["caption_model"], row["caption_device"], row["caption_runtime"]) for row in rows}
+    assert made_by == {("gated", "cpu", "gated float32")}
+    assert read_state(config)["caption_runtime"] == "gated float32"
     assert gated.seen == [(16, 16), (16, 16)]  # the decoded image, reduced to the model's input
     assert daemon.wait_idle(timeout=5)
     assert list(config.inbox_dir.iterdir()) == []
@@ -187,7 +194,10 @@ max_new_tokens = 4
         rows = wait_for(lambda: all_done(config, 3), timeout=60, what="done without captions")
 
     reason = "caption model nobody/no-such-blip not available: not in the local Hugging Face cache"
-    assert all((row["caption"], row["caption_model"], row["caption_error"]) == (None, None, reason) for row in rows)
+    assert all(
+        (row["caption"], row["caption_model"], row["caption_runtime"], row["caption_error"]) == (None, None, None, reason)
+        for row in rows
+    )
     assert read_state(config)["caption_status"] == f"unavailable: {reason}"
     [line] = [record.getMessage() for record in caplog.records if record.name == "htx.caption"]
     assert "nobody/no-such-blip" in line and "htx model download nobody/no-such-blip" in line
@@ -198,6 +208,7 @@ max_new_tokens = 4
     rows = read_images(config)
     assert all(row["caption"] and row["caption_error"] is None for row in rows)
     assert {(row["caption_model"], row["caption_device"], row["status"]) for row in rows} == {(tiny_blip.name, "cpu", "done")}
+    assert len({row["caption_runtime"] for row in rows}) == 1 and rows[0]["caption_runtime"]
 
 
 def test_start_does_not_wait_for_torch_or_the_model(tmp_path: Path) -> None:

@@ -1,4 +1,9 @@
-"""BlipCaptioner: the real transformers loading code, on a tiny random-weight BLIP saved to disk."""
+"""BlipCaptioner: the real transformers loading code, on a tiny random-weight BLIP saved to disk.
+
+What every runtime must do runs on both (torch, and openvino's compiled graphs); what is about
+loading, the torch runtime's own precisions and CUDA runs on torch, which loads in a fraction of
+a second. tests/daemon/captions/test_openvino_blip.py covers what is openvino's own.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +18,23 @@ import pytest
 from daemon.captions.blip import DEFAULT_INPUT_SIZE, BlipCaptioner, model_source
 from daemon.captions.captioner import CaptionCancelled, CaptionerUnavailable
 from models.config import CaptionConfig
-from tests.daemon.blip_fixtures import IMAGE_SIZE, SPECIAL, WORDS, sample_images
+from tests.daemon.blip_fixtures import IMAGE_SIZE, SPECIAL, WORDS, SetOnLook, sample_images
+
+RUNTIMES = ["torch", "openvino"]
 
 
 def captioner_for(model: str, base_dir: Path, **settings: object) -> BlipCaptioner:
-    config = dataclasses.replace(CaptionConfig(), model=model, max_new_tokens=6, **settings)
+    """A captioner of 6-token captions; the torch runtime unless `runtime` says otherwise."""
+    config = dataclasses.replace(CaptionConfig(), model=model, max_new_tokens=6, **{"runtime": "torch", **settings})
     return BlipCaptioner(config, base_dir)
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("dtype", ["float32", "auto"])
-def test_every_image_gets_a_caption_and_a_batch_matches_single_calls(tiny_blip: Path, dtype: str) -> None:
-    captioner = captioner_for(str(tiny_blip), tiny_blip.parent, dtype=dtype)
+def test_every_image_gets_a_caption_and_a_batch_matches_single_calls(tiny_blip: Path, dtype: str, runtime: str) -> None:
+    captioner = captioner_for(str(tiny_blip), tiny_blip.parent, dtype=dtype, runtime=runtime)
     captioner.load()
+    assert captioner.runtime is not None and captioner.runtime.startswith(runtime)
     images = sample_images()
 
     batched = captioner.caption(images)
@@ -37,22 +47,12 @@ def test_every_image_gets_a_caption_and_a_batch_matches_single_calls(tiny_blip: 
     assert len(set(batched)) > 1, "different images should give different captions"
 
 
-class SetOnLook(threading.Event):
-    """An event that reads as set from its `on`-th look: a stop arriving mid-generation."""
-
-    def __init__(self, on: int) -> None:
-        super().__init__()
-        self.on, self.looks = on, 0
-
-    def is_set(self) -> bool:
-        self.looks += 1
-        return self.looks >= self.on
-
-
-def test_a_cancel_ends_generation_at_the_next_token(tiny_blip: Path) -> None:
-    config = dataclasses.replace(CaptionConfig(), model=str(tiny_blip), dtype="float32", max_new_tokens=40)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_cancel_ends_generation_at_the_next_token(tiny_blip: Path, runtime: str) -> None:
+    config = dataclasses.replace(CaptionConfig(), model=str(tiny_blip), runtime=runtime, dtype="float32", max_new_tokens=40)
     captioner = BlipCaptioner(config, tiny_blip.parent, min_new_tokens=40)  # never stops by itself
     captioner.load()
+    assert captioner.runtime == f"{runtime} float32"
     cancel = SetOnLook(on=3)
 
     with pytest.raises(CaptionCancelled):
@@ -71,7 +71,8 @@ def test_what_it_reports_before_and_after_loading(tiny_blip: Path) -> None:
 
     captioner.load()
 
-    assert (captioner.device, captioner.input_size, captioner.settings) == ("cpu", IMAGE_SIZE, "cpu, float32")
+    assert (captioner.device, captioner.input_size, captioner.settings) == ("cpu", IMAGE_SIZE, "cpu, torch float32")
+    assert captioner.runtime == "torch float32"
 
 
 def test_the_input_size_defaults_to_blips_when_the_files_say_nothing(tmp_path: Path) -> None:
@@ -79,8 +80,9 @@ def test_the_input_size_defaults_to_blips_when_the_files_say_nothing(tmp_path: P
     assert captioner_for("nobody/not-cached", tmp_path).input_size == DEFAULT_INPUT_SIZE
 
 
-def test_images_of_another_size_are_resized_by_the_processor(tiny_blip: Path) -> None:
-    captioner = captioner_for(str(tiny_blip), tiny_blip.parent)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_images_of_another_size_are_resized_by_the_processor(tiny_blip: Path, runtime: str) -> None:
+    captioner = captioner_for(str(tiny_blip), tiny_blip.parent, runtime=runtime)
     captioner.load()
     small = sample_images()[0]
     large = small.resize((DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE))
@@ -93,6 +95,7 @@ def test_a_relative_folder_is_found_beside_the_config_file(tiny_blip: Path, tmp_
     assert captioner.source.is_folder
     captioner.load()
     assert captioner.model_name == "blip"
+    assert captioner.caption(sample_images()[:1])[0]
 
 
 def test_a_hub_id_loads_from_the_local_cache(tiny_blip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,10 +158,11 @@ def test_a_folder_that_is_not_a_model_is_unavailable(tmp_path: Path) -> None:
 def test_int8_quantizes_the_linear_layers_and_still_captions(tiny_blip: Path) -> None:
     import torch
 
-    captioner = captioner_for(str(tiny_blip), tiny_blip.parent, quantize="int8")
+    # runtime auto: int8 is the torch runtime's own, so auto picks torch for it.
+    captioner = captioner_for(str(tiny_blip), tiny_blip.parent, quantize="int8", runtime="auto")
     captioner.load()
 
-    assert captioner.settings == "cpu, int8"
+    assert captioner.settings == "cpu, torch int8"
     model = captioner._model
     assert not any(type(module) is torch.nn.Linear for module in model.modules())
     assert all(captioner.caption(sample_images()))
@@ -173,11 +177,16 @@ def test_cuda_without_a_gpu_is_unavailable(tiny_blip: Path) -> None:
         captioner_for(str(tiny_blip), tiny_blip.parent, device="cuda").load()
 
 
-def test_special_tokens_never_reach_a_caption(tiny_blip: Path) -> None:
-    captioner = captioner_for(str(tiny_blip), tiny_blip.parent)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_special_tokens_never_reach_a_caption(tiny_blip: Path, runtime: str) -> None:
+    captioner = captioner_for(str(tiny_blip), tiny_blip.parent, runtime=runtime)
     captioner.load()
-    for caption in captioner.caption(sample_images()):
-        assert not any(token in caption for token in SPECIAL)
+    tokens = captioner.generate(sample_images())
+    captions = captioner.caption(sample_images())
+    # The token ids do hold the start token ([DEC]): decoding must drop it.
+    assert all(ids[0] == SPECIAL.index("[DEC]") for ids in tokens)
+    for caption in captions:
+        assert caption and not any(token in caption for token in SPECIAL)
 
 
 @pytest.mark.parametrize(

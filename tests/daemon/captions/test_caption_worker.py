@@ -18,6 +18,7 @@ class ScriptedCaptioner:
 
     model_name = "scripted"
     device = "cpu"
+    runtime = "scripted float32"
     input_size = 8
     settings = "cpu, scripted"
 

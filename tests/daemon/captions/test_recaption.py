@@ -91,6 +91,7 @@ def test_missing_captions_only_those_without_a_caption(
     assert words(captioned) == {"flower.jpg": 2, "hopper.png": 5, "Landscape_3.jpg": 5, "broken.png": None}
     row = by_name(captioned)["flower.jpg"]
     assert (row["caption_error"], row["caption_model"], row["caption_device"]) == (None, tiny_blip.name, "cpu")
+    assert row["caption_runtime"] and len(row["caption_runtime"]) <= 32
     assert row["caption_ms"] > 0
     assert "recaptioned 1 image(s)" in capsys.readouterr().out
 
