@@ -13,7 +13,7 @@ no shared caches) on the same images: photos of the test corpus, decoded and red
 model's input exactly as the daemon does. One batch is run first, untimed, as a daemon would
 have run one long before.
 
-    .venv/bin/python bench/caption.py            # the usual way, torch bf16, openvino f32 / bf16
+    .venv/bin/python bench/caption.py            # the usual way, torch bf16, openvino's precisions
     .venv/bin/python bench/caption.py --sweep    # plus torch dtype / int8 / batch size combinations
     .venv/bin/python bench/caption.py --daemon   # plus the whole daemon, per runtime
 
@@ -167,13 +167,13 @@ def run_captioner(spec: dict[str, Any]) -> dict[str, Any]:
     import shutil
 
     from daemon.captions.blip import BlipCaptioner
-    from daemon.captions.openvino_blip import CACHE_FOLDER
+    from daemon.captions.openvino_blip import CACHE_FOLDER, resolve_precision
     from models.config import CaptionConfig
 
     overrides = {key: spec[key] for key in ("runtime", "dtype", "quantize", "batch_size") if spec.get(key) is not None}
     config = dataclasses.replace(CaptionConfig(), model=str(STANDIN), max_new_tokens=spec["tokens"], **overrides)
     if spec.get("fresh_cache"):
-        for cache in (STANDIN / CACHE_FOLDER).glob(f"openvino-*-{spec['dtype']}-*"):
+        for cache in (STANDIN / CACHE_FOLDER).glob(f"openvino-*-{resolve_precision(config.dtype)}-b*"):
             shutil.rmtree(cache)
     captioner = BlipCaptioner(config, ROOT, min_new_tokens=spec["tokens"])
     started = time.perf_counter()
@@ -333,7 +333,7 @@ def main() -> None:
 
     import numpy
 
-    from daemon.captions.openvino_blip import native_precisions
+    from daemon.captions.openvino_blip import native_precisions, resolve_precision
 
     build_standin()
     base = {"images": args.images, "tokens": args.tokens}
@@ -341,8 +341,10 @@ def main() -> None:
         ("(a) usual: fp32, 1 image per generate", {**base, "mode": "usual"}),
         ("(b) torch, bfloat16, batch 8 (before)", {**base, "mode": "captioner", "runtime": "torch", "dtype": "bfloat16"}),
     ]
+    default = {**base, "mode": "captioner", "runtime": "openvino", "dtype": "auto"}
+    configurations.append((f"openvino, {resolve_precision('auto')}, batch 8 (default)", default))
     for precision in ("float32", "bfloat16", "float16"):
-        if precision in native_precisions():
+        if precision in native_precisions() and precision != str(resolve_precision("auto")):
             spec = {**base, "mode": "captioner", "runtime": "openvino", "dtype": precision}
             configurations.append((f"openvino, {precision}, batch 8", spec))
     if args.sweep:
@@ -385,25 +387,26 @@ def main() -> None:
     usual_rate = args.images / min(run["seconds"] for run in usual)
     reference = usual[0]
     print(
-        f"\n{'configuration':40} {'img/s':>6} {'median':>6} {'s/img':>6} {'vs (a)':>7} "
-        f"{'RSS MB: load':>12} {'run':>5} {'peak':>5} {'load s: 1st':>11} {'cached':>6}"
+        f"\n{'configuration':44} {'img/s':>6} {'median':>6} {'s/img':>6} {'vs (a)':>7} "
+        f"{'RSS MB: load':>12} {'run':>5} {'peak':>5} {'1st peak':>8} {'load s: 1st':>11} {'cached':>6}"
     )
     for label, _ in configurations:
         runs = results[label]
         seconds = sorted(run["seconds"] for run in runs)
         rate, median = args.images / seconds[0], args.images / seconds[len(seconds) // 2]
-        first = runs[0]
+        first, last = runs[0], runs[-1]
         cached = sorted(run["load_s"] for run in runs[1:])
         cached_s = f"{cached[len(cached) // 2]:6.1f}" if cached else f"{'':6}"
         print(
-            f"{label:40} {rate:6.2f} {median:6.2f} {1 / rate:6.2f} {rate / usual_rate:6.2f}x "
-            f"{first['rss_load_mb']:12.0f} {first['rss_mb']:5.0f} {first['peak_rss_mb']:5.0f} {first['load_s']:11.1f} {cached_s}"
+            f"{label:44} {rate:6.2f} {median:6.2f} {1 / rate:6.2f} {rate / usual_rate:6.2f}x "
+            f"{last['rss_load_mb']:12.0f} {last['rss_mb']:5.0f} {last['peak_rss_mb']:5.0f} {first['peak_rss_mb']:8.0f} "
+            f"{first['load_s']:11.1f} {cached_s}"
         )
         if "caption_ms" in first:
             caption_ms = sorted(run["caption_ms"] for run in runs)
-            print(f"{'':40} the daemon's own caption_ms per image: {caption_ms[0]:.0f} best, {caption_ms[len(caption_ms) // 2]:.0f} median")
+            print(f"{'':44} the daemon's own caption_ms per image: {caption_ms[0]:.0f} best, {caption_ms[len(caption_ms) // 2]:.0f} median")
 
-    print(f"\n{'fidelity against (a)':40} {'vision cos: mean':>16} {'min':>7} {'forced top-1':>12} {'tokens':>7} {'words':>6} {'exact':>6}")
+    print(f"\n{'fidelity against (a)':44} {'vision cos: mean':>16} {'min':>7} {'forced top-1':>12} {'tokens':>7} {'words':>6} {'exact':>6}")
     for label, _ in configurations[1:]:
         first = results[label][0]
         if label not in features:
@@ -413,13 +416,14 @@ def main() -> None:
         forced = agreement(first["forced"], expected)
         exact = sum(mine == theirs for mine, theirs in zip(first["captions"], reference["captions"], strict=True))
         print(
-            f"{label:40} {cosine.mean():16.4f} {cosine.min():7.4f} {forced:12.1%} "
+            f"{label:44} {cosine.mean():16.4f} {cosine.min():7.4f} {forced:12.1%} "
             f"{agreement(first['tokens'], reference['tokens']):7.1%} {word_agreement(first['captions'], reference['captions']):6.1%} "
             f"{exact:3}/{len(reference['captions'])}"
         )
     print("\nimg/s: the best round (least disturbed by other work on the machine); median: the middle round.")
-    print("RSS: resident memory right after loading (fp32 weights are memory-mapped, so they count only once")
-    print("used), after one batch (run), and at most (peak, loading included).")
+    print("RSS: resident memory in the last round right after loading (fp32 weights are memory-mapped, so they")
+    print("count only once used), after one batch (run), and at most (peak, loading included); 1st peak: the first")
+    print("round's peak (openvino: building its compiled cache).")
     print("load s: 1st is the first round's (openvino: without its compiled cache); cached: the later rounds' median.")
     print("tokens / words: generated tokens / caption words equal to (a)'s, position by position.")
 

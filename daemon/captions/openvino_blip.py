@@ -3,7 +3,13 @@
 Eager PyTorch runs BLIP without fused attention and its decoder step by step through Python,
 far from what the CPU can do. OpenVINO compiles the two pieces of `blip_split` for the CPU at
 fixed shapes (a batch of `batch_size` images at the model's input size; a self-attention cache
-of `max_new_tokens` positions) and runs them in the precision the CPU computes natively.
+of `max_new_tokens` positions) and runs each in a precision the CPU computes natively.
+
+The two pieces get different precisions under caption.dtype = auto, from bench/caption.py's
+fidelity report: the vision encoder keeps its features in bfloat16 (cosine 1.0000 with
+float32), but a decoder step in bfloat16 flips captions (53% of words equal to float32's on
+the stand-in model, below eager torch bfloat16's 66%), while float16, with 3 more mantissa
+bits, keeps 95% and runs faster still where the CPU has float16 arithmetic (AVX512-FP16).
 
 The compiled form is produced from the checkpoint `from_pretrained` loaded, offline, on the
 first start (about a minute for BLIP-base), and saved next to the model under a key of the
@@ -38,7 +44,7 @@ from daemon.captions.captioner import CaptionCancelled
 log = logging.getLogger("htx.caption")
 
 # Bumped whenever blip_split or the conversion changes what the compiled files compute.
-FORMAT = 1
+FORMAT = 2
 CACHE_FOLDER = "htx-compiled"  # inside the model's folder (or the fallback) every cache lives in
 MANIFEST = "manifest.json"
 FILES = ("encoder.xml", "encoder.bin", "step.xml", "step.bin")
@@ -47,6 +53,18 @@ MASKED = -1e9
 # caption.dtype names -> OpenVINO's inference precision names and the capability that makes
 # each one native (float32 always is).
 PRECISIONS = {"float32": ("f32", None), "bfloat16": ("bf16", "BF16"), "float16": ("f16", "FP16")}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision of each compiled piece: caption.dtype names."""
+
+    encoder: str
+    step: str
+
+    def __str__(self) -> str:
+        """"bfloat16+float16" (encoder+decoder step), or one name when both agree."""
+        return self.encoder if self.encoder == self.step else f"{self.encoder}+{self.step}"
 
 
 @dataclass(frozen=True)
@@ -75,19 +93,25 @@ def native_precisions() -> set[str]:
     return {name for name, (_, capability) in PRECISIONS.items() if capability is None or capability in capabilities}
 
 
-def resolve_precision(setting: str) -> str:
-    """caption.dtype for this runtime: auto is bfloat16 where native, else float32.
+def resolve_precision(setting: str) -> Precision:
+    """caption.dtype for this runtime's two pieces.
 
-    An explicit precision the CPU lacks runs as float32, said once in the log: OpenVINO would
-    quietly do the same, and the caption records must not claim what did not happen.
+    auto: the encoder in bfloat16 where native, the decoder step in float16 where native, each
+    else float32 (a bfloat16 step is fast but flips captions: see the module's docstring). An
+    explicit precision applies to both; one the CPU lacks runs as float32, said once in the
+    log: OpenVINO would quietly do the same, and the caption records must not claim what did
+    not happen.
     """
     native = native_precisions()
     if setting == "auto":
-        return "bfloat16" if "bfloat16" in native else "float32"
+        return Precision(
+            encoder="bfloat16" if "bfloat16" in native else "float32",
+            step="float16" if "float16" in native else "float32",
+        )
     if setting not in native:
         log.warning("caption.dtype = %s is not native on this CPU for openvino; running float32", setting)
-        return "float32"
-    return setting
+        setting = "float32"
+    return Precision(setting, setting)
 
 
 def checkpoint_digest(folder: Path) -> str:
@@ -109,7 +133,7 @@ def _file_digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def cache_name(digest: str, precision: str, shapes: Shapes) -> str:
+def cache_name(digest: str, precision: Precision, shapes: Shapes) -> str:
     return (
         f"openvino-{openvino_version()}-{precision}-b{shapes.batch_size}-s{shapes.input_size}"
         f"-t{shapes.max_new_tokens}-f{FORMAT}-{digest[:16]}"
@@ -151,7 +175,7 @@ def import_openvino() -> Any:
     return openvino
 
 
-def _build(folder: Path, model: Any, precision: str, shapes: Shapes) -> None:
+def _build(folder: Path, model: Any, precision: Precision, shapes: Shapes) -> None:
     """Convert the two pieces of `model` (float32 torch) at fixed shapes; save them in `folder`."""
     import torch
 
@@ -190,10 +214,10 @@ def _build(folder: Path, model: Any, precision: str, shapes: Shapes) -> None:
     for piece, names in ((encoder, ("image_embeds", "cross_keys", "cross_values")), (step, ("next_token", "new_keys", "new_values"))):
         for output, name in zip(piece.outputs, names, strict=True):
             output.get_tensor().set_names({name})
-    if precision != "float32":
+    if precision.step != "float32":
         # The cross-attention keys/values (2 x 85 MB per batch of 8 in float32) pass from the
-        # encoder to every step in the compute precision: no conversion either side.
-        element = openvino.Type.bf16 if precision == "bfloat16" else openvino.Type.f16
+        # encoder to every step in the step's precision: read as they are at every token.
+        element = openvino.Type.bf16 if precision.step == "bfloat16" else openvino.Type.f16
         encoder_io, step_io = PrePostProcessor(encoder), PrePostProcessor(step)
         for name in ("cross_keys", "cross_values"):
             encoder_io.output(name).tensor().set_element_type(element)
@@ -204,7 +228,7 @@ def _build(folder: Path, model: Any, precision: str, shapes: Shapes) -> None:
     openvino.save_model(step, folder / "step.xml", compress_to_fp16=False)
 
 
-def build_cache(folder: Path, model: Any, expected: dict[str, Any], precision: str, shapes: Shapes) -> None:
+def build_cache(folder: Path, model: Any, expected: dict[str, Any], precision: Precision, shapes: Shapes) -> None:
     """Build into a temporary sibling, manifest last, then rename: a crash leaves no half cache."""
     building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
@@ -249,7 +273,7 @@ def load(
     expected = {
         "format": FORMAT,
         "openvino": openvino_version(),
-        "precision": precision,
+        "precision": str(precision),
         "checkpoint_sha256": digest,
         **asdict(shapes),
     }
@@ -266,20 +290,24 @@ def load(
 class CompiledBlip:
     """The compiled encoder and decoder step, and the greedy loop over them; one thread uses it."""
 
-    def __init__(self, folder: Path, *, precision: str, threads: int, tokens: TokenIds) -> None:
+    def __init__(self, folder: Path, *, precision: Precision, threads: int, tokens: TokenIds) -> None:
         openvino = import_openvino()
         core = openvino.Core()
-        options: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": PRECISIONS[precision][0],
-            "PERFORMANCE_HINT": "LATENCY",  # one batch at a time, on every core
-        }
-        if threads:
-            options["INFERENCE_NUM_THREADS"] = threads
+
+        def compiled(name: str, piece_precision: str) -> Any:
+            options: dict[str, Any] = {
+                "INFERENCE_PRECISION_HINT": PRECISIONS[piece_precision][0],
+                "PERFORMANCE_HINT": "LATENCY",  # one batch at a time, on every core
+            }
+            if threads:
+                options["INFERENCE_NUM_THREADS"] = threads
+            return core.compile_model(folder / name, "CPU", options).create_infer_request()
+
         self.precision = precision
         self.tokens = tokens
         self.folder = folder
-        self._encoder = core.compile_model(folder / "encoder.xml", "CPU", options).create_infer_request()
-        self._step = core.compile_model(folder / "step.xml", "CPU", options).create_infer_request()
+        self._encoder = compiled("encoder.xml", precision.encoder)
+        self._step = compiled("step.xml", precision.step)
         layers, batch, heads, length, head_size = self._step.get_tensor("past_keys").shape
         self.batch_size, self.max_new_tokens = batch, length
         # The step reads these arrays in place (shared memory): the loop writes them between steps.

@@ -110,6 +110,26 @@ def test_int8_needs_float32_weights(dtype: str) -> None:
         config_module.parse({"caption": {"quantize": "int8", "dtype": dtype}}, base_dir=REPO_CONFIG.parent)
 
 
+@pytest.mark.parametrize(
+    ("settings", "fix"),
+    [
+        ({"device": "cuda"}, "set caption.device to auto or cpu"),
+        ({"quantize": "int8", "dtype": "float32"}, "set caption.quantize to none"),
+        ({"num_beams": 3}, "set caption.num_beams to 1"),
+    ],
+)
+def test_the_openvino_runtime_refuses_what_only_torch_does(settings: dict[str, object], fix: str) -> None:
+    with pytest.raises(ConfigError, match=f"caption.runtime: .*{fix}"):
+        config_module.parse({"caption": {"runtime": "openvino", **settings}}, base_dir=REPO_CONFIG.parent)
+    # auto picks torch for them instead
+    assert config_module.parse({"caption": {"runtime": "auto", **settings}}, base_dir=REPO_CONFIG.parent).caption.runtime == "auto"
+
+
+def test_the_caption_runtime_is_one_of_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="caption.runtime"):
+        config_module.parse({"caption": {"runtime": "onnx"}}, base_dir=REPO_CONFIG.parent)
+
+
 def test_the_database_url_may_come_from_the_environment(tmp_path: Path, monkeypatch) -> None:
     config_file = tmp_path / "htx.toml"
     config_file.write_text('[database]\nurl = "sqlite:////srv/htx.db"\n')

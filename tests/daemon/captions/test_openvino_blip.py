@@ -355,17 +355,35 @@ def test_a_read_only_model_folder_keeps_its_cache_in_the_data_folder(
     assert compiling(caplog) == [], "the cache in the data folder should be used on the next load"
 
 
-def test_auto_precision_is_bfloat16_where_the_cpu_computes_it(compiled_blip: Path) -> None:
+def test_auto_precision_is_bfloat16_for_the_encoder_and_float16_for_the_step_where_native(compiled_blip: Path) -> None:
     native = openvino_blip.native_precisions()
     assert "float32" in native
 
     captioner = loaded(compiled_blip, runtime="auto", dtype="auto")
 
-    expected = "bfloat16" if "bfloat16" in native else "float32"
+    encoder = "bfloat16" if "bfloat16" in native else "float32"
+    step = "float16" if "float16" in native else "float32"
+    expected = f"{encoder}+{step}" if encoder != step else encoder
     assert captioner.runtime == f"openvino {expected}"
+    assert (captioner._compiled.precision.encoder, captioner._compiled.precision.step) == (encoder, step)
     captions = captioner.caption(sample_images())
     assert len(captions) == 3 and all(captions)
     assert all(set(caption.split()) <= set(WORDS) for caption in captions)
+
+
+@pytest.mark.parametrize(
+    ("native", "label"),
+    [
+        ({"float32", "bfloat16", "float16"}, "bfloat16+float16"),
+        ({"float32", "bfloat16"}, "bfloat16+float32"),
+        ({"float32", "float16"}, "float32+float16"),
+        ({"float32"}, "float32"),
+    ],
+)
+def test_auto_precision_follows_what_the_cpu_computes(monkeypatch: pytest.MonkeyPatch, native: set[str], label: str) -> None:
+    monkeypatch.setattr(openvino_blip, "native_precisions", lambda: native)
+    assert str(openvino_blip.resolve_precision("auto")) == label
+    assert str(openvino_blip.resolve_precision("float32")) == "float32"
 
 
 def test_a_precision_the_cpu_lacks_runs_as_float32_and_says_so(
