@@ -177,7 +177,7 @@ async def list_images(request: Request) -> Response:
     responses:
       200:
         description: >-
-          {"items": [{"id", "filename", "status", "received_at", "error", "caption",
+          {"items": [{"id", "image_id", "filename", "status", "received_at", "error", "caption",
           "caption_error", "thumbnails": {"small", "medium"}, "links"}], "next_cursor", "limit"}
       400:
         description: a parameter is not valid
@@ -221,8 +221,8 @@ async def create_image(request: Request) -> Response:
     responses:
       202:
         description: >-
-          Accepted. Registered by the daemon: {"id", "status", "filename", "sha256", "links"}; not
-          registered within api.register_timeout_s: {"id": null, "status": "queued", "sha256"},
+          Accepted. Registered by the daemon: {"id", "image_id", "status", "filename", "sha256", "links"}; not
+          registered within api.register_timeout_s: {"id": null, "image_id": null, "status": "queued", "sha256"},
           found later with GET /api/images?sha256=
       200:
         description: 'these bytes are already known: the existing record, with "duplicate": true'
@@ -265,12 +265,13 @@ async def create_image(request: Request) -> Response:
     if row is None:
         search = f"{base}/api/images?sha256={staged.sha256}"
         return JsonResponse(
-            {"id": None, "status": "queued", "filename": name, "sha256": staged.sha256, "links": {"search": search}},
+            {"id": None, "image_id": None, "status": "queued", "filename": name, "sha256": staged.sha256, "links": {"search": search}},
             status_code=202,
         )
     url = serialize.image_url(base, row["id"])
     body = {
         "id": row["id"],
+        "image_id": row["id"],
         "status": row["status"],
         "filename": row["filename"],
         "sha256": row["sha256"],
@@ -290,7 +291,7 @@ async def get_image(request: Request) -> Response:
     responses:
       200:
         description: >-
-          {"id", "filename", "status", "error", "error_kind", "sha256", "received_at",
+          {"id", "image_id" (the same), "filename", "status", "error", "error_kind", "sha256", "received_at",
           "processed_at", "processing_ms", "timings_ms", "metadata", "caption", "caption_model",
           "caption_device", "caption_runtime", "caption_error", "thumbnails": {"small", "medium"},
           "links"}

@@ -20,6 +20,11 @@ def timestamp(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="milliseconds") + "Z"
 
 
+def milliseconds(value: float | None) -> float | None:
+    """A duration to 0.1 ms: finer digits are the timer's noise, not information."""
+    return None if value is None else round(value, 1)
+
+
 def image_url(base: str, image_id: int) -> str:
     return f"{base}/api/images/{image_id}"
 
@@ -37,6 +42,7 @@ def summary(row: Mapping[str, Any], base: str) -> dict[str, Any]:
     url = image_url(base, row["id"])
     return {
         "id": row["id"],
+        "image_id": row["id"],
         "filename": row["filename"],
         "status": row["status"],
         "received_at": timestamp(row["received_at"]),
@@ -81,6 +87,7 @@ def record_json(row: Mapping[str, Any], base: str, **extra: Any) -> bytes:
     }
     record = {
         "id": image_id,
+        "image_id": image_id,  # the original HTX API's name: its clients read it
         "filename": row["filename"],
         "status": row["status"],
         "error": row["error"],
@@ -88,8 +95,8 @@ def record_json(row: Mapping[str, Any], base: str, **extra: Any) -> bytes:
         "sha256": row["sha256"],
         "received_at": timestamp(row["received_at"]),
         "processed_at": timestamp(row["processed_at"]),
-        "processing_ms": row["processing_ms"],
-        "timings_ms": {stage: row[f"{stage}_ms"] for stage in STAGES},
+        "processing_ms": milliseconds(row["processing_ms"]),
+        "timings_ms": {stage: milliseconds(row[f"{stage}_ms"]) for stage in STAGES},
         "processed_by": row["processed_by"],
         "attempts": row["attempts"],
         "caption": row["caption"],
@@ -137,11 +144,11 @@ def stats(stats: Stats, now: datetime) -> dict[str, Any]:
         "failure_rate": _rate(stats.by_status["failed"], finished),
         "queue_depth": stats.queue_depth,
         "processing_ms": {
-            "average": round(stats.average_ms, 3),
-            "p50": round(stats.p50_ms, 3),
-            "p95": round(stats.p95_ms, 3),
+            "average": milliseconds(stats.average_ms),
+            "p50": milliseconds(stats.p50_ms),
+            "p95": milliseconds(stats.p95_ms),
         },
-        "stage_average_ms": {stage: round(value, 3) for stage, value in stats.stage_average_ms.items()},
+        "stage_average_ms": {stage: milliseconds(value) for stage, value in stats.stage_average_ms.items()},
         "last_hour": {
             "processed": stats.processed_last_hour,
             "per_minute": round(stats.processed_last_hour / 60, 3),

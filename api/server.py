@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import resource
 import signal
+import socket
 
 import uvicorn
 
@@ -26,6 +28,10 @@ OTHER_OPEN_FILES = 100
 def serve(config: Config) -> bool:
     """Serve until SIGINT or SIGTERM; False if the server could not start (port in use...)."""
     api = config.api
+    problem = listen_problem(api.host, api.port)
+    if problem is not None:
+        log.error("the API cannot start: %s (%s)", problem, config.source or "built-in defaults")
+        return False
     allow_open_files(api.max_connections + OTHER_OPEN_FILES)
     guard = ConnectionGuard(max_connections=api.max_connections, header_timeout_s=api.header_timeout_s)
     server = uvicorn.Server(
@@ -57,6 +63,32 @@ def serve(config: Config) -> bool:
         log.error("the API could not start (exit status %s)", error.code)
         return False
     return server.started
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why the API could not listen on host:port, naming the key to change; None when it can.
+
+    uvicorn would say only "[Errno 98] address already in use" and exit; a probe socket, bound
+    as asyncio binds (SO_REUSEADDR) and closed at once, finds the same before it starts.
+    """
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        return f"api.host = {host!r} is not a name or address this machine knows ({error.strerror}): set api.host"
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    return f"port {port} of {host} is in use by another program: stop it, or set api.port to a free port"
+                if error.errno == errno.EACCES:
+                    return f"port {port} needs privileges this user does not have: set api.port to 1024 or above"
+                if error.errno == errno.EADDRNOTAVAIL:
+                    return f"api.host = {host!r} is not an address of this machine: set api.host (127.0.0.1, 0.0.0.0)"
+                return f"cannot listen on {host}:{port} ({error.strerror}): check api.host and api.port"
+    return None
 
 
 def allow_open_files(needed: int) -> int:

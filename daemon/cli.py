@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from models import config as config_module
 from models.config import Config, ConfigError
@@ -44,11 +44,12 @@ def stop_event_on_signals() -> threading.Event:
 
 
 def cmd_daemon(config: Config, args: argparse.Namespace) -> int:
+    # First: a stop asked for while the imports below run (seconds: torch) is a clean stop too.
+    stop = stop_event_on_signals()
     from daemon.notify import SystemdNotifier
     from daemon.service import Daemon
 
     daemon = Daemon(config, observe=not args.once)
-    stop = stop_event_on_signals()
     try:
         # Waits out a full disk or a locked database, saying so once, until stopped.
         started = daemon.start(stop)
@@ -131,10 +132,23 @@ def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
     try:
         with engine.begin() as connection:
             marked = records.mark_for_reprocessing(connection, args.ids, failed_only=args.failed)
+            left = sorted(set(args.ids) - set(marked))
+            statuses = records.image_statuses(connection, left)
     finally:
         engine.dispose()
-    print(f"{marked} image(s) queued again; the running daemon takes them within seconds")
-    return EXIT_OK
+    print(f"{len(marked)} image(s) queued again; the running daemon takes them within seconds")
+    for image_id in left:
+        status = statuses.get(image_id)
+        if status is None:
+            reason = "there is no such image"
+        elif status in ("pending", "processing"):
+            reason = f"it is {status} already"
+        elif args.failed and status != "failed":
+            reason = f"it is {status}, not failed"
+        else:
+            reason = "its original is not in the store"
+        print(f"htx reprocess: image {image_id} not queued: {reason}", file=sys.stderr)
+    return EXIT_FAILURE if left else EXIT_OK
 
 
 def cmd_stats(config: Config, args: argparse.Namespace) -> int:
@@ -305,61 +319,52 @@ def _toml_value(value: object) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    config_help = f"configuration file (default: ${config_module.CONFIG_ENV}, else ./config.toml, else built-in defaults)"
     parser = argparse.ArgumentParser(
         prog="htx",
         description="HTX, an image inbox: watched folder and uploads to records with thumbnails and captions.",
     )
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help=f"configuration file (default: ${config_module.CONFIG_ENV}, else ./config.toml, else built-in defaults)",
-    )
+    parser.add_argument("--config", metavar="PATH", help=config_help)
+    # Also accepted after the command (`htx stats --config FILE`); SUPPRESS keeps a value given
+    # before the command when none follows it.
+    config_option = argparse.ArgumentParser(add_help=False)
+    config_option.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config_help)
+
+    def command(group: Any, name: str, summary: str, handler: Command | None = None) -> argparse.ArgumentParser:
+        """A subcommand whose one-line summary shows in its parent's --help and heads its own."""
+        sub = group.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".", parents=[config_option])
+        if handler is not None:
+            sub.set_defaults(handler=handler)
+        return sub
+
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    daemon = commands.add_parser("daemon", help="watch the inbox and process every image (runs until stopped)")
+    daemon = command(commands, "daemon", "watch the inbox and process every image (runs until stopped)", cmd_daemon)
     daemon.add_argument("--once", action="store_true", help="process what is in the inbox now, then exit")
-    daemon.set_defaults(handler=cmd_daemon)
 
-    ingest = commands.add_parser(
-        "ingest", help="copy files or folders into the inbox (--wait: follow them to done or failed)"
-    )
+    ingest = command(commands, "ingest", "copy files or folders into the inbox (--wait: follow them to done or failed)", cmd_ingest)
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders to copy")
     ingest.add_argument("--wait", action="store_true", help="wait for every file to be processed and summarise")
     ingest.add_argument("--timeout", type=float, metavar="SECONDS", help="give up waiting after this long (exit 1)")
-    ingest.set_defaults(handler=cmd_ingest)
 
-    reprocess = commands.add_parser("reprocess", help="process finished images again from their stored originals")
+    reprocess = command(commands, "reprocess", "process finished images again from their stored originals", cmd_reprocess)
     reprocess.add_argument("ids", nargs="*", type=int, metavar="ID", help="image ids")
     reprocess.add_argument("--failed", action="store_true", help="every failed image (or the failed ones among ID...)")
-    reprocess.set_defaults(handler=cmd_reprocess)
 
-    api = commands.add_parser("api", help="serve the read API and uploads on api.host:api.port (runs until stopped)")
-    api.set_defaults(handler=cmd_api)
+    command(commands, "api", "serve the read API and uploads on api.host:api.port (runs until stopped)", cmd_api)
+    command(commands, "run", "run the daemon and the API together, stopping both on Ctrl-C", cmd_run)
+    command(commands, "stats", "print counts, rates and processing times as a table", cmd_stats)
+    command(commands, "check-config", "validate the configuration and print the effective settings", cmd_check_config)
 
-    run = commands.add_parser("run", help="run the daemon and the API together, stopping both on Ctrl-C")
-    run.set_defaults(handler=cmd_run)
-
-    stats = commands.add_parser("stats", help="print counts, rates and processing times as a table")
-    stats.set_defaults(handler=cmd_stats)
-
-    check = commands.add_parser("check-config", help="validate the configuration and print the effective settings")
-    check.set_defaults(handler=cmd_check_config)
-
-    recaption = commands.add_parser(
-        "recaption", help="caption done images again: all, only --missing ones, or the given ids"
-    )
+    recaption = command(commands, "recaption", "caption done images again: all, only --missing ones, or the given ids", cmd_recaption)
     recaption.add_argument("--missing", action="store_true", help="only images without a caption")
     recaption.add_argument("ids", nargs="*", type=int, metavar="ID", help="image ids (default: every done image)")
-    recaption.set_defaults(handler=cmd_recaption)
 
-    database = commands.add_parser("db", help="the database: create or upgrade its schema, copy it elsewhere")
+    database = command(commands, "db", "the database: create or upgrade its schema, copy it elsewhere")
     database_actions = database.add_subparsers(dest="action", metavar="ACTION", required=True)
-    migrate = database_actions.add_parser(
-        "migrate", help="create or upgrade the schema of database.url (the daemon also does it at start)"
-    )
-    migrate.set_defaults(handler=cmd_db_migrate)
-    copy = database_actions.add_parser(
-        "copy", help="copy every record into another, empty database (e.g. SQLite to PostgreSQL), then compare counts"
+    command(database_actions, "migrate", "create or upgrade the schema of database.url (the daemon also does it at start)", cmd_db_migrate)
+    copy = command(
+        database_actions, "copy", "copy every record into another, empty database (e.g. SQLite to PostgreSQL), then compare counts", cmd_db_copy
     )
     copy.add_argument(
         "--to",
@@ -367,15 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the target, e.g. postgresql+psycopg://htx@dbhost/htx (a password: PGPASSWORD or ~/.pgpass)",
     )
-    copy.set_defaults(handler=cmd_db_copy)
 
-    model = commands.add_parser("model", help="the caption model")
+    model = command(commands, "model", "the caption model: fetch it for offline use")
     model_actions = model.add_subparsers(dest="action", metavar="ACTION", required=True)
-    download = model_actions.add_parser(
-        "download", help="fetch a hub model into the local Hugging Face cache (needs network access)"
-    )
+    download = command(model_actions, "download", "fetch a hub model into the local Hugging Face cache (needs network access)", cmd_model_download)
     download.add_argument("name", nargs="?", metavar="NAME", help="hub id (default: caption.model)")
-    download.set_defaults(handler=cmd_model_download)
     return parser
 
 

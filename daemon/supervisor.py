@@ -6,6 +6,7 @@ compete for one interpreter, and each is exactly what systemd would run on a ser
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import subprocess
@@ -28,8 +29,23 @@ def child_commands(config_file: Path | None) -> dict[str, list[str]]:
     return {"daemon": [*base, "daemon"], "api": [*base, "api"]}
 
 
+def _die_with_parent() -> None:
+    """In the child, before it runs: SIGTERM when this process dies, even by SIGKILL (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 def run_together(commands: dict[str, Sequence[str]]) -> int:
-    """Start every command; on SIGINT or SIGTERM stop them all and wait; 0 if all stopped cleanly.
+    """Start every command; on SIGINT, SIGTERM or SIGHUP stop them all and wait; 0 if all
+    stopped cleanly.
+
+    Each child runs in a process group of its own, so a Ctrl-C in the terminal reaches this
+    process only, and each child is told to stop exactly once, by this process's SIGTERM:
+    the terminal's SIGINT and then a SIGTERM made the daemon die of the second signal when it
+    came after the daemon had finished handling the first (exit status -15).
 
     If one exits on its own, the others are stopped too and the result is 1: half of HTX
     running looks alive but is not.
@@ -39,11 +55,13 @@ def run_together(commands: dict[str, Sequence[str]]) -> int:
     def _on_signal(signum: int, _frame: object) -> None:
         signals.append(signum)
 
-    previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     children: dict[str, subprocess.Popen] = {}
     try:
         for name, command in commands.items():
-            children[name] = subprocess.Popen(list(command))
+            children[name] = subprocess.Popen(
+                list(command), stdin=subprocess.DEVNULL, process_group=0, preexec_fn=_die_with_parent
+            )
             log.info("started %s (pid %d)", name, children[name].pid)
         died = None
         while not signals and died is None:
@@ -67,11 +85,7 @@ def run_together(commands: dict[str, Sequence[str]]) -> int:
 
 
 def _stop(children: dict[str, subprocess.Popen], signals: list[int]) -> None:
-    """SIGTERM to each child, then wait; a second Ctrl-C or SIGTERM while waiting kills them.
-
-    SIGTERM rather than passing SIGINT on: after a Ctrl-C in a terminal the children have had
-    SIGINT already, and uvicorn takes a second SIGINT as "exit now, skip the clean stop".
-    """
+    """SIGTERM to each child, then wait; a second Ctrl-C or SIGTERM while waiting kills them."""
     handled = len(signals)
     for child in children.values():
         if child.poll() is None:

@@ -89,7 +89,7 @@ function el(tag, attributes = {}, ...children) {
 
 function formatMs(ms) {
   if (ms === null || ms === undefined) return "–";
-  if (ms < 1) return `${ms.toFixed(2)} ms`;
+  if (ms < 1) return `${ms.toFixed(1)} ms`;
   if (ms < 1000) return `${Math.round(ms)} ms`;
   return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
 }

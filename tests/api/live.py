@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -59,6 +60,7 @@ class Htx:
             cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a process group of its own, as a shell gives a job: see interrupt()
         )
 
     @property
@@ -88,6 +90,14 @@ class Htx:
                 self.process.kill()
                 self.process.wait()
             self._log.close()
+
+    def interrupt(self, timeout: float = 30) -> int:
+        """Ctrl-C as a terminal sends it, to the whole process group; the exit status."""
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.stop()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

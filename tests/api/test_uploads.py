@@ -41,6 +41,7 @@ def test_upload_is_registered_and_processed(config: Config, start_daemon) -> Non
         assert response.status_code == 202
         answer = response.json()
         assert answer["id"] > 0 and answer["status"] in ("pending", "processing", "done")
+        assert answer["image_id"] == answer["id"]  # what the original HTX API's clients read
         assert answer["filename"] == "flower.jpg" and answer["duplicate"] is False
         assert answer["sha256"] == hashlib.sha256(body).hexdigest()
         assert answer["links"]["self"] == response.headers["location"] == f"http://testserver/api/images/{answer['id']}"
@@ -195,6 +196,7 @@ def test_queued_when_the_daemon_does_not_register_in_time(make_config, start_dae
         assert response.status_code == 202
         assert response.json() == {
             "id": None,
+            "image_id": None,
             "status": "queued",
             "filename": "hopper.jpg",
             "sha256": sha256,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import signal
@@ -25,6 +26,40 @@ def test_check_config_prints_the_effective_settings(tmp_path: Path, capsys) -> N
     assert f"configuration from {path}" in out
     assert 'mode = "auto"' in out and "settle_ms = 100" in out
     assert f"# inbox: {tmp_path / 'data' / 'inbox'}" in out
+
+
+def test_the_config_option_also_follows_the_command(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./config.toml to fall back on
+    monkeypatch.delenv(config_module.CONFIG_ENV, raising=False)
+    path = _config_file(tmp_path)
+    other = tmp_path / "other.toml"
+    other.write_text("[watch]\nsettle_ms = 7\n")
+
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert "settle_ms = 100" in capsys.readouterr().out
+    assert main(["db", "migrate", "--config", str(path)]) == 0
+    assert (tmp_path / "data" / "htx.db").is_file()
+    # After the command it wins over one before it; absent after, the one before stands.
+    assert main(["--config", str(other), "check-config", "--config", str(path)]) == 0
+    assert "settle_ms = 100" in capsys.readouterr().out
+    assert main(["--config", str(other), "check-config"]) == 0
+    assert "settle_ms = 7" in capsys.readouterr().out
+
+
+def test_every_command_says_in_one_line_what_it_does(capsys) -> None:
+    from daemon.cli import build_parser
+
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        summaries = {choice.dest: choice.help for choice in commands._choices_actions}
+        assert summaries[name] and "\n" not in summaries[name], name
+        assert sub.description, name
+    try:
+        main(["stats", "--help"])
+    except SystemExit as exit_:
+        assert exit_.code == 0
+    assert "Print counts, rates and processing times as a table." in capsys.readouterr().out
 
 
 def test_config_errors_exit_2_naming_the_key(tmp_path: Path, capsys) -> None:

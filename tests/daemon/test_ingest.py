@@ -58,7 +58,7 @@ def test_ingest_of_a_missing_path_is_a_usage_error(config: Config, tmp_path: Pat
 
 
 @pytest.mark.both_backends
-def test_reprocess_failed_images_after_the_limit_is_raised(make_config, start_daemon, tmp_path: Path) -> None:
+def test_reprocess_failed_images_after_the_limit_is_raised(make_config, start_daemon, tmp_path: Path, capsys) -> None:
     strict = make_config(pipeline={"max_pixels": 1000})
     first = start_daemon(strict)
     shutil.copyfile(CORPUS_DIR / "flower.jpg", strict.inbox_dir / "flower.jpg")
@@ -84,6 +84,15 @@ def test_reprocess_failed_images_after_the_limit_is_raised(make_config, start_da
     assert row["stored_path"].startswith("originals/")
     assert (relaxed.data_dir / row["stored_path"]).is_file()
     assert list(relaxed.failed_dir.iterdir()) == []  # the file and its stale reason
+    capsys.readouterr()
+
+    # An id that names no image, and one that is done, not failed: said, and exit status 1.
+    assert main(["--config", str(config_file), "reprocess", "--failed", "999", str(row["id"])]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("0 image(s) queued again")
+    assert "image 999 not queued: there is no such image" in err
+    assert f"image {row['id']} not queued: it is done, not failed" in err
+    assert [row["status"] for row in read_images(relaxed)] == ["done"]
 
 
 def test_reprocess_needs_ids_or_failed(config: Config, tmp_path: Path, capsys) -> None:

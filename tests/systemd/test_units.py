@@ -75,3 +75,25 @@ def test_target_starts_and_stops_both() -> None:
         unit = _read(name)
         assert unit["Unit"]["PartOf"] == "htx.target"
         assert unit["Install"]["WantedBy"] == "htx.target"
+
+
+@pytest.mark.parametrize("name", [*SERVICES, "htx.target"])
+def test_documentation_points_at_the_installed_readme(name: str) -> None:
+    text = (UNITS_DIR / name).read_text()
+    assert "http://" not in text and "https://" not in text, "a link to a site this project does not have"
+    for line in text.splitlines():
+        if line.startswith("Documentation="):
+            assert line == "Documentation=file:/opt/htx/README.md"
+    assert (UNITS_DIR.parent / "README.md").is_file()
+
+
+def test_the_admin_wrapper_runs_htx_as_the_daemon_does() -> None:
+    wrapper = (UNITS_DIR / "htx-admin").read_text()
+    service = _read("htx-daemon.service")["Service"]
+    environment = dict(item.split("=", 1) for item in service["Environment"].split())
+    assert f"HF_HOME={environment['HF_HOME']}" in wrapper
+    config_file = service["ExecStart"].split("--config ", 1)[1].split()[0]
+    assert f"HTX_CONFIG={config_file}" in wrapper
+    assert f"runuser -u {service['User']} -- {INSTALLED_HTX} " in wrapper
+    assert f"[ -r {service['EnvironmentFile'].lstrip('-')} ]" in wrapper
+    assert subprocess.run(["sh", "-n", str(UNITS_DIR / "htx-admin")], check=False).returncode == 0
