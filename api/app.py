@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from api.context import ApiContext, Reader
+from api.context import ApiContext, Reader, Writer
 from api.docs import openapi_schema
 from api.errors import EXCEPTION_HANDLERS
 from api.gallery import gallery_routes, load_assets
@@ -32,7 +32,8 @@ def _version() -> str:
 
 
 def create_app(config: Config) -> Starlette:
-    """The API over `config`'s database, which it opens read-only (SQLite mode=ro).
+    """The API over `config`'s database, which it reads on a read-only connection (SQLite
+    mode=ro); the few requests that change images write on a connection of their own.
 
     The database need not exist yet: until the daemon has created it, reads answer 503 and
     uploads are queued in the inbox.
@@ -45,6 +46,7 @@ def create_app(config: Config) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine = make_engine(config.database_url, readonly=True)
         context.reader = Reader(engine)
+        context.writer = Writer(config.database_url)
         removed = remove_stale_parts(config.uploads_dir)
         if removed:
             log.info("removed %d unfinished upload(s) left in %s", removed, config.uploads_dir)
@@ -53,6 +55,8 @@ def create_app(config: Config) -> Starlette:
         finally:
             context.reader.close()
             context.reader = None
+            context.writer.close()
+            context.writer = None
             engine.dispose()
 
     routes = [*ROUTES, *gallery_routes(load_assets())]

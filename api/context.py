@@ -1,7 +1,9 @@
-"""What every request handler needs: the configuration and the read-only database."""
+"""What every request handler needs: the configuration, the read-only database, and a
+connection for the few requests that change images."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,9 +16,10 @@ from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import URL
 from starlette.requests import Request
 
+from api.errors import DATABASE_UNAVAILABLE, ServiceUnavailable
 from models import queries
 from models.config import Config
-from models.db import READER_POOL_SIZE
+from models.db import READER_POOL_SIZE, make_engine, missing_database
 
 # Worker threads running PostgreSQL queries at once (models.db keeps as many connections).
 READER_THREADS = READER_POOL_SIZE
@@ -150,14 +153,48 @@ class CachedStats:
     body: bytes  # `stats`, encoded
 
 
+class Writer:
+    """Short write transactions (functions of models.actions) for the few requests that change
+    images: delete, reprocess, recaption. One connection of its own, opened when first needed
+    and used by one request at a time, on a worker thread: a write may wait on the daemon's
+    (SQLite's busy timeout), and the event loop must not.
+
+    It never creates the database: until the daemon has, there is nothing to change.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, action: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await to_thread.run_sync(lambda: self._run(action, *args, **kwargs))
+
+    def _run(self, action: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if missing_database(self.url) is not None:
+            raise ServiceUnavailable(DATABASE_UNAVAILABLE, headers={"Retry-After": "5"})
+        with self._lock:
+            if self._engine is None:
+                self._engine = make_engine(self.url)
+            with self._engine.begin() as connection:
+                return action(connection, *args, **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+
 @dataclass
 class ApiContext:
-    """Set on `app.state.api` by create_app; the lifespan fills in the reader."""
+    """Set on `app.state.api` by create_app; the lifespan fills in the reader and the writer."""
 
     config: Config
     schema_head: str
     openapi: dict[str, Any]
     reader: Reader | None = None
+    writer: Writer | None = None
     stats: CachedStats | None = None
 
 
@@ -167,6 +204,12 @@ def context(request: Request) -> ApiContext:
 
 def reader(request: Request) -> Reader:
     found = context(request).reader
+    assert found is not None, "the app's lifespan has not run (use `with TestClient(app)`)"
+    return found
+
+
+def writer(request: Request) -> Writer:
+    found = context(request).writer
     assert found is not None, "the app's lifespan has not run (use `with TestClient(app)`)"
     return found
 

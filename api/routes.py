@@ -20,10 +20,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from api import serialize, uploads
+from api import actions, serialize, uploads
 from api.context import ApiContext, CachedStats, base_url, context, reader
 from api.docs import docs_page
 from api.errors import BadRequest, Conflict, NotFound
+from api.params import image_id_of, whole_number
 from api.serialize import JsonResponse
 from models import queries
 from models.diskspace import data_disk_problem
@@ -38,8 +39,6 @@ MAX_SEARCH_CHARS = 200
 STATS_MAX_AGE_S = 1.0
 THUMBNAIL_CACHE_CONTROL = "public, max-age=31536000, immutable"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_DIGITS = re.compile(r"[0-9]{1,19}")
-MAX_ID = 2**63 - 1  # SQLite's largest integer
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
 
@@ -48,15 +47,6 @@ def _utcnow() -> datetime:
 
 
 # -- parameters -------------------------------------------------------------------------------
-
-
-def whole_number(text: str, maximum: int = MAX_ID) -> int | None:
-    """`text` as a number from 0 to `maximum`, or None. Only ASCII digits: str.isdigit and int()
-    also take "²" and "٣", and int() takes spaces, signs and underscores."""
-    if not _DIGITS.fullmatch(text):
-        return None
-    number = int(text)
-    return number if number <= maximum else None
 
 
 def _limit(request: Request) -> int:
@@ -111,14 +101,6 @@ def _sha256(request: Request) -> str | None:
     if not _SHA256.fullmatch(sha256):
         raise BadRequest("sha256 must be 64 hexadecimal characters.")
     return sha256
-
-
-def _image_id(request: Request) -> int:
-    # Not the routes' {image_id:int}: its int() fails on 5,000 digits, which would be a 500.
-    image_id = whole_number(request.path_params["image_id"])
-    if image_id is None:
-        raise NotFound("No image with this id.")
-    return image_id
 
 
 def _wants_json(accept: str, content_type: str) -> bool:
@@ -298,7 +280,7 @@ async def get_image(request: Request) -> Response:
       404:
         description: no image with this id
     """
-    row = await reader(request).run(queries.image_by_id, _image_id(request))
+    row = await reader(request).run(queries.image_by_id, image_id_of(request))
     if row is None:
         raise NotFound("No image with this id.")
     return Response(serialize.record_json(row, base_url(request)), media_type=JSON)
@@ -326,7 +308,7 @@ async def get_thumbnail(request: Request) -> Response:
       409:
         description: not made yet (the image is still pending or processing)
     """
-    image_id = _image_id(request)
+    image_id = image_id_of(request)
     size = request.path_params["size"]
     if size not in serialize.THUMBNAIL_SIZES:
         raise NotFound("No such thumbnail size: use small or medium.")
@@ -507,10 +489,18 @@ class Images(HTTPEndpoint):
     post = staticmethod(create_image)
 
 
+class OneImage(HTTPEndpoint):
+    get = staticmethod(get_image)
+    delete = staticmethod(actions.delete_image)
+
+
 ROUTES = [
     Route("/api/ping", ping, methods=["GET"]),
     Route("/api/images", Images),
-    Route("/api/images/{image_id}", get_image, methods=["GET"]),
+    Route("/api/images/{image_id}", OneImage),
+    Route("/api/images/{image_id}/original", actions.get_original, methods=["GET"]),
+    Route("/api/images/{image_id}/reprocess", actions.reprocess_image, methods=["POST"]),
+    Route("/api/images/{image_id}/recaption", actions.recaption_image, methods=["POST"]),
     Route("/api/images/{image_id}/thumbnails/{size}", get_thumbnail, methods=["GET"]),
     Route("/api/stats", get_stats, methods=["GET"]),
     Route("/api/openapi.json", openapi, methods=["GET"]),

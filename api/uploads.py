@@ -65,13 +65,14 @@ STALE_PART_S = 3600
 
 
 def check_token(request: Request, config: Config) -> None:
-    """With api.upload_token set, uploads need `Authorization: Bearer <token>`."""
+    """With api.upload_token set, uploads and the requests that change images need
+    `Authorization: Bearer <token>`; compared in constant time."""
     expected = config.api.upload_token
     if not expected:
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise Unauthorized("This server needs an upload token: send Authorization: Bearer <token>.")
+        raise Unauthorized("This server needs its upload token for this: send Authorization: Bearer <token>.")
 
 
 @dataclass

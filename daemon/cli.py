@@ -121,7 +121,7 @@ def _reason(error: Exception) -> str:
 
 
 def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
-    from daemon.database import records
+    from models import actions
 
     if not args.ids and not args.failed:
         print("htx reprocess: name image ids, or --failed for every failed image", file=sys.stderr)
@@ -131,9 +131,9 @@ def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     try:
         with engine.begin() as connection:
-            marked = records.mark_for_reprocessing(connection, args.ids, failed_only=args.failed)
+            marked = actions.mark_for_reprocessing(connection, args.ids, failed_only=args.failed)
             left = sorted(set(args.ids) - set(marked))
-            statuses = records.image_statuses(connection, left)
+            statuses = actions.image_statuses(connection, left)
     finally:
         engine.dispose()
     print(f"{len(marked)} image(s) queued again; the running daemon takes them within seconds")

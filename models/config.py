@@ -39,6 +39,7 @@ def _at_least(minimum: int | float) -> dict[str, Any]:
 class PathsConfig:
     data_dir: str = "data"
     inbox: str = ""
+    trash: str = ""
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,11 @@ class Config:
     @property
     def failed_dir(self) -> Path:
         return self.data_dir / "failed"
+
+    @property
+    def trash_dir(self) -> Path | None:
+        """Where the originals of deleted images go; None: they are removed."""
+        return self._resolve(self.paths.trash) if self.paths.trash else None
 
     @property
     def database_url(self) -> str:

@@ -10,6 +10,8 @@ import urllib.parse
 MAX_NAME_CHARS = 255
 # Linux's limit on one name (NAME_MAX), in bytes.
 MAX_NAME_BYTES = 255
+# Beside a file kept in failed/: why it failed.
+ERROR_NOTE_SUFFIX = ".error.txt"
 
 
 def _shown(part: str) -> str:

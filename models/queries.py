@@ -179,6 +179,16 @@ def image_by_sha256(connection: Connection, sha256: str) -> dict[str, Any] | Non
     return _fetch_one(connection, _BY_SHA, {"sha256": sha256})
 
 
+_ORIGINAL = select(
+    images.c.id, images.c.status, images.c.sha256, images.c.filename, images.c.format, images.c.stored_path
+).where(images.c.id == bindparam("image_id"))
+
+
+def original_info(connection: Connection, image_id: int) -> dict[str, Any] | None:
+    """Status, digest, name, format and stored original (relative to the data folder) of one image."""
+    return _fetch_one(connection, _ORIGINAL, {"image_id": image_id})
+
+
 def thumbnail_info(connection: Connection, image_id: int) -> dict[str, Any] | None:
     """Status, digest and thumbnail columns of one image."""
     return _fetch_one(connection, _THUMBNAIL, {"image_id": image_id})

@@ -113,6 +113,8 @@ class Image(Base):
         Index("ix_images_status_processing_ms", "status", "processing_ms"),
         # The work queue's head (daemon/database/work_queue.py): pending images in claim order.
         Index("ix_images_pending", "id", sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+        # An id is never given twice, though images can be deleted (migration 0008).
+        {"sqlite_autoincrement": True},
     )
 
 

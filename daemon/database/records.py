@@ -91,26 +91,6 @@ def update_image(connection: Connection, image_id: int, values: dict[str, Any]) 
     connection.execute(update(images).where(images.c.id == image_id).values(**values))
 
 
-def mark_for_reprocessing(connection: Connection, image_ids: list[int], *, failed_only: bool) -> list[int]:
-    """Finished images back to `pending`, to be processed again from their stored original.
-
-    The daemon queues such rows within a heartbeat. Returns the ids marked.
-    """
-    query = update(images).where(images.c.status.in_(("done", "failed")), images.c.stored_path.is_not(None))
-    if image_ids:
-        query = query.where(images.c.id.in_(image_ids))
-    if failed_only:
-        query = query.where(images.c.status == "failed")
-    marked = connection.execute(query.values(status="pending", inbox_path=None).returning(images.c.id))
-    return sorted(row.id for row in marked)
-
-
-def image_statuses(connection: Connection, image_ids: Sequence[int]) -> dict[int, str]:
-    """The status of each of `image_ids` that names an image (unknown ids are left out)."""
-    query = select(images.c.id, images.c.status).where(images.c.id.in_(list(image_ids)))
-    return {row.id: row.status for row in connection.execute(query)}
-
-
 @dataclass(frozen=True)
 class StoredImage:
     """A done image whose original is in the store, for `htx recaption`."""

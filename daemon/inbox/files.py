@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from daemon.errors import NotRegularFile
-from models.names import MAX_NAME_BYTES, fit_name
+from models.names import ERROR_NOTE_SUFFIX, MAX_NAME_BYTES, fit_name
 
 HASH_CHUNK_BYTES = 1024 * 1024
 # What the daemon adds to a name in failed/: "-<sha prefix>" for a clash, ".error.txt" beside it.
-ERROR_NOTE_SUFFIX = ".error.txt"
 _TAG_BYTES = 1 + 12
 
 # O_NOFOLLOW: a symlink is refused, never followed out of the inbox. O_NONBLOCK: opening a FIFO

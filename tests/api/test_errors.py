@@ -23,7 +23,8 @@ def test_unknown_path_is_json_404(config: Config) -> None:
 @pytest.mark.parametrize(("method", "path", "allowed"), [
     ("DELETE", "/api/images", {"GET", "HEAD", "POST"}),
     ("POST", "/api/stats", {"GET", "HEAD"}),
-    ("PUT", "/api/images/1", {"GET", "HEAD"}),
+    ("PUT", "/api/images/1", {"GET", "HEAD", "DELETE"}),
+    ("GET", "/api/images/1/reprocess", {"POST"}),
 ])
 def test_wrong_method_is_json_405_with_allow(config: Config, method: str, path: str, allowed: set[str]) -> None:
     with serve(config) as client:

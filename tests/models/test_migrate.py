@@ -83,3 +83,59 @@ def test_image_totals_follow_every_write(backend_url: str) -> None:
         assert kept.n_caption == (expected.captioned if expected else 0), status
         assert kept.s_processing == pytest.approx(expected.ms if expected else 0, abs=1e-6), status
         assert kept.s_hash == pytest.approx(expected.hash if expected else 0, abs=1e-6), status
+
+
+def test_an_id_is_never_given_twice(backend_url: str) -> None:
+    engine = make_engine(backend_url)
+    migrate.upgrade(engine)
+    images = Image.__table__
+    row = {"filename": "a.jpg", "status": "done", "received_at": datetime(2026, 1, 1), "size_bytes": 1}
+    with engine.begin() as connection:
+        first, newest = (
+            connection.execute(insert(images).values(sha256=f"{n:064x}", **row).returning(images.c.id)).scalar_one()
+            for n in (1, 2)
+        )
+        connection.execute(delete(images).where(images.c.id == newest))
+        again = connection.execute(insert(images).values(sha256=f"{2:064x}", **row).returning(images.c.id)).scalar_one()
+    engine.dispose()
+    assert first < newest < again
+
+
+def test_0008_remakes_the_sqlite_table_keeping_rows_search_and_totals(tmp_path) -> None:
+    from alembic import command
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    migrate.upgrade(engine, "0007")
+    images = Image.__table__
+    with engine.begin() as connection:
+        connection.execute(
+            insert(images),
+            [{"sha256": f"{n:064x}", "filename": f"holiday {n}.jpg", "status": "done", "received_at": datetime(2026, 1, 1),
+              "size_bytes": n, "processing_ms": 10.0 * n, "caption": f"a dog number{n}"} for n in range(1, 6)],
+        )
+        connection.execute(delete(images).where(images.c.id == 5))  # 0007: id 5 would be given again
+        before = connection.execute(select(images).order_by(images.c.id)).all()
+        totals_before = connection.execute(select(ImageTotals.__table__)).all()
+
+    migrate.upgrade(engine)
+
+    with engine.begin() as connection:
+        assert connection.execute(select(images).order_by(images.c.id)).all() == before
+        assert connection.execute(select(ImageTotals.__table__)).all() == totals_before
+        found = connection.exec_driver_sql(f"SELECT rowid FROM {SEARCH_TABLE} WHERE {SEARCH_TABLE} MATCH 'number3'").all()
+        assert found == [(3,)]
+        new_id = connection.execute(
+            insert(images).values(sha256="f" * 64, filename="new.jpg", status="done", received_at=datetime(2026, 1, 2), size_bytes=1)
+            .returning(images.c.id)
+        ).scalar_one()
+        connection.execute(delete(images).where(images.c.id == new_id))  # triggers work: totals follow
+        assert connection.execute(select(func.sum(ImageTotals.__table__.c.images))).scalar_one() == 4
+    assert new_id == 5  # 0007 had not kept 5 as used; from 0008 on, nothing is given twice
+    config = migrate._alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0007")
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        assert len(connection.execute(select(images)).all()) == 4
+    engine.dispose()

@@ -1,0 +1,165 @@
+"""The endpoints that act on one image: its original, delete, process again, caption again.
+
+The writes are models.actions' short transactions, on the writer's connection; they need the
+upload token when api.upload_token is set. The daemon does the work of a reprocess or a
+recaption when it next claims the image, as it does for a new file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from api import serialize
+from api.context import base_url, context, reader, writer
+from api.errors import Conflict, NotFound
+from api.params import image_id_of
+from api.serialize import JsonResponse
+from api.uploads import check_token
+from models import actions, queries
+
+log = logging.getLogger("htx.api")
+
+_FORMAT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+
+
+async def get_original(request: Request) -> Response:
+    """The original file, as it was dropped or uploaded.
+    ---
+    summary: An image's original file
+    tags: [images]
+    parameters:
+      - {name: image_id, in: path, required: true, schema: {type: integer}}
+    responses:
+      200:
+        description: >-
+          the bytes, with their content type (image/jpeg, image/png; application/octet-stream
+          for a file that is neither), an ETag (its sha256) and Content-Disposition naming the file
+      304:
+        description: If-None-Match matches
+      404:
+        description: no image with this id, or its original is no longer on the server
+      409:
+        description: not stored yet (the image is still pending or processing)
+    """
+    image_id = image_id_of(request)
+    row = await reader(request).run(queries.original_info, image_id)
+    if row is None:
+        raise NotFound("No image with this id.")
+    if not row["stored_path"] or row["status"] not in actions.FINISHED:
+        raise Conflict("The original is not stored yet: try again shortly.", headers={"Retry-After": "1"})
+    etag = f'"{row["sha256"]}"'  # the bytes' own digest: the same forever
+    if etag in {tag.strip().removeprefix("W/") for tag in request.headers.get("if-none-match", "").split(",")}:
+        return Response(status_code=304, headers={"ETag": etag})
+    path = context(request).config.data_dir / row["stored_path"]
+    if not await run_in_threadpool(os.path.isfile, path):
+        log.warning("image %d: its original is missing from the data folder", image_id)
+        raise NotFound("The original file is missing.")
+    return FileResponse(
+        path,
+        media_type=_FORMAT_TYPES.get(row["format"] or "", "application/octet-stream"),
+        filename=os.path.basename(row["filename"]) or f"image-{image_id}",
+        headers={"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"},
+    )
+
+
+async def delete_image(request: Request) -> Response:
+    """Remove an image: its record, thumbnails and stored original (paths.trash keeps originals).
+    ---
+    summary: Delete an image
+    tags: [images]
+    parameters:
+      - {name: image_id, in: path, required: true, schema: {type: integer}}
+    responses:
+      204:
+        description: deleted; the same bytes dropped again make a new record
+      401:
+        description: api.upload_token is set and the request does not carry it
+      404:
+        description: no image with this id
+      409:
+        description: the image is pending or processing; delete it once it is done or failed
+    """
+    check_token(request, context(request).config)
+    image_id = image_id_of(request)
+    deleted = await writer(request).run(actions.delete_image, image_id)
+    if deleted is None:
+        await _unchanged(request, image_id, "deleted")
+    config = context(request).config
+    await run_in_threadpool(actions.remove_files, deleted, config.data_dir, config.trash_dir)
+    log.info("image %d (sha256 %s): deleted", image_id, deleted.sha256[:12])
+    return Response(status_code=204)
+
+
+async def reprocess_image(request: Request) -> Response:
+    """Process a finished image again from its stored original.
+    ---
+    summary: Process an image again
+    tags: [images]
+    parameters:
+      - {name: image_id, in: path, required: true, schema: {type: integer}}
+    responses:
+      202:
+        description: '{"id", "image_id", "status": "pending", "links"}: queued; the daemon takes it within seconds'
+      401:
+        description: api.upload_token is set and the request does not carry it
+      404:
+        description: no image with this id
+      409:
+        description: the image is pending or processing already, or its original is not stored
+    """
+    check_token(request, context(request).config)
+    image_id = image_id_of(request)
+    if not await writer(request).run(actions.mark_for_reprocessing, [image_id], failed_only=False):
+        await _unchanged(request, image_id, "processed again")
+    return _queued(request, image_id)
+
+
+async def recaption_image(request: Request) -> Response:
+    """Caption a done image again (after a model change, or once the model is installed).
+    ---
+    summary: Caption an image again
+    tags: [images]
+    parameters:
+      - {name: image_id, in: path, required: true, schema: {type: integer}}
+    responses:
+      202:
+        description: '{"id", "image_id", "status": "pending", "links"}: queued for the caption stage'
+      401:
+        description: api.upload_token is set and the request does not carry it
+      404:
+        description: no image with this id
+      409:
+        description: captions are off (caption.model = "none"), or the image is not done
+    """
+    check_token(request, context(request).config)
+    image_id = image_id_of(request)
+    if context(request).config.caption.model == "none":
+        raise Conflict('Captions are off: set caption.model in the configuration first.')
+    if not await writer(request).run(actions.mark_for_recaption, [image_id]):
+        await _unchanged(request, image_id, "captioned again", allowed=("done",))
+    return _queued(request, image_id)
+
+
+def _queued(request: Request, image_id: int) -> JsonResponse:
+    url = serialize.image_url(base_url(request), image_id)
+    body = {"id": image_id, "image_id": image_id, "status": "pending", "links": {"self": url}}
+    return JsonResponse(body, status_code=202, headers={"Location": url})
+
+
+async def _unchanged(request: Request, image_id: int, action: str, *, allowed: tuple[str, ...] = actions.FINISHED) -> None:
+    """Raise why an image could not be `action`: it does not exist, or is not in a state for it."""
+    statuses = await reader(request).run(actions.image_statuses, [image_id])
+    status = statuses.get(image_id)
+    if status is None:
+        raise NotFound("No image with this id.")
+    needs = " or ".join(allowed)
+    if status in ("pending", "processing"):
+        raise Conflict(f"The image is {status}: it can be {action} once it is {needs}.", headers={"Retry-After": "1"})
+    if status not in allowed:
+        raise Conflict(f"The image is {status}: only an image that is {needs} can be {action}.")
+    raise Conflict(f"The image's original is not stored on the server: it cannot be {action}.")

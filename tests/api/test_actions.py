@@ -1,0 +1,189 @@
+"""The endpoints that act on one image (api/actions.py): original, delete, reprocess, recaption.
+
+With the real daemon in-process (TestClient) on both backends, and once through a real `htx run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.config import Config
+from tests.api.conftest import insert_pending, serve, wait_status
+from tests.api.live import Htx, write_config
+from tests.helpers import CORPUS_DIR, read_images, wait_for
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _drop(config: Config, name: str, body: bytes) -> dict:
+    """`body` into the inbox as `name`; the finished row."""
+    config.inbox_dir.mkdir(parents=True, exist_ok=True)
+    (config.inbox_dir / name).write_bytes(body)
+    return wait_status(config, hashlib.sha256(body).hexdigest())
+
+
+@pytest.mark.both_backends
+def test_the_original_comes_back_as_it_was_dropped(config: Config, start_daemon) -> None:
+    start_daemon(config)
+    body = (CORPUS_DIR / "flower.jpg").read_bytes()
+    row = _drop(config, "Holiday photo é.jpg", body)
+    with serve(config) as client:
+        response = client.get(f"/api/images/{row['id']}/original")
+
+        assert response.status_code == 200 and response.content == body
+        assert response.headers["content-type"] == "image/jpeg"
+        assert response.headers["etag"] == f'"{row["sha256"]}"'
+        disposition = response.headers["content-disposition"]
+        assert disposition.startswith("attachment;") and "filename*=utf-8''Holiday%20photo%20%C3%A9.jpg" in disposition
+        again = client.get(f"/api/images/{row['id']}/original", headers={"If-None-Match": response.headers["etag"]})
+        assert again.status_code == 304 and not again.content
+        assert client.get("/api/images/999/original").status_code == 404
+
+
+@pytest.mark.both_backends
+def test_delete_removes_the_record_and_its_files_and_the_same_bytes_come_back_as_new(
+    config: Config, start_daemon
+) -> None:
+    start_daemon(config)
+    body = (CORPUS_DIR / "hopper.jpg").read_bytes()
+    row = _drop(config, "hopper.jpg", body)
+    files = [config.data_dir / row[key] for key in ("stored_path", "thumb_small_path", "thumb_medium_path")]
+    assert all(path.is_file() for path in files)
+    with serve(config) as client:
+        assert client.get("/api/stats").json()["total"] == 1
+
+        response = client.delete(f"/api/images/{row['id']}")
+
+        assert response.status_code == 204
+        assert client.get(f"/api/images/{row['id']}").status_code == 404
+        assert not any(path.exists() for path in files)
+        assert client.get("/api/stats").json()["total"] == 0
+        assert client.get("/api/images", params={"q": "hopper"}).json()["items"] == []
+        assert client.delete(f"/api/images/{row['id']}").status_code == 404
+
+        again = _drop(config, "hopper.jpg", body)
+
+        assert again["id"] != row["id"] and again["status"] == "done"
+        assert client.get(f"/api/images/{again['id']}/original").content == body
+
+
+def test_a_trash_folder_keeps_deleted_originals(make_config, start_daemon, tmp_path: Path) -> None:
+    config = make_config(paths={"data_dir": "data", "trash": "trash"})
+    start_daemon(config)
+    body = (CORPUS_DIR / "broken.png").read_bytes()  # a failed image: its original and note in failed/
+    row = _drop(config, "broken.png", body)
+    assert row["status"] == "failed"
+    with serve(config) as client:
+        assert client.delete(f"/api/images/{row['id']}").status_code == 204
+    kept = sorted(path.name for path in (tmp_path / "trash").iterdir())
+    assert kept == [f"{row['id']}-broken.png", f"{row['id']}-broken.png.error.txt"]
+    assert (tmp_path / "trash" / kept[0]).read_bytes() == body
+    assert not list(config.failed_dir.iterdir())
+
+
+@pytest.mark.both_backends
+def test_reprocess_queues_a_finished_image_again(config: Config, start_daemon) -> None:
+    start_daemon(config)
+    row = _drop(config, "flower.jpg", (CORPUS_DIR / "flower.jpg").read_bytes())
+    with serve(config) as client:
+        response = client.post(f"/api/images/{row['id']}/reprocess")
+
+        assert response.status_code == 202
+        assert response.json() == {
+            "id": row["id"],
+            "image_id": row["id"],
+            "status": "pending",
+            "links": {"self": f"http://testserver/api/images/{row['id']}"},
+        }
+        redone = wait_for(
+            lambda: next((r for r in read_images(config) if r["status"] == "done" and r["processed_at"] > row["processed_at"]), None),
+            what="the image processed again",
+        )
+        assert redone["id"] == row["id"] and len(read_images(config)) == 1
+        assert client.post("/api/images/999/reprocess").status_code == 404
+
+
+def test_what_cannot_be_done_to_an_image_says_why(config: Config) -> None:
+    config.inbox_dir.mkdir(parents=True, exist_ok=True)
+    image_id = insert_pending(config, "0" * 64)
+    with serve(config) as client:
+        for request in (client.delete, lambda url: client.post(f"{url}/reprocess")):
+            response = request(f"/api/images/{image_id}")
+            assert response.status_code == 409
+            assert response.json()["error"].startswith("The image is pending: it can be ")
+        assert client.get(f"/api/images/{image_id}/original").status_code == 409
+        # caption.model = "none"
+        assert client.post(f"/api/images/{image_id}/recaption").json() == {
+            "error": "Captions are off: set caption.model in the configuration first."
+        }
+
+
+def test_before_the_daemon_has_made_the_database_a_change_is_503_and_makes_none(config: Config) -> None:
+    with serve(config) as client:
+        response = client.delete("/api/images/1")
+    assert response.status_code == 503
+    assert not (config.data_dir / "htx.db").exists()
+
+
+def test_recaption_captions_a_done_image_again(make_config, start_daemon, tiny_blip: Path) -> None:
+    config = make_config(caption={"model": str(tiny_blip), "max_new_tokens": 5, "batch_wait_ms": 0})
+    start_daemon(config)
+    row = _drop(config, "hopper.jpg", (CORPUS_DIR / "hopper.jpg").read_bytes())
+    assert row["caption"]
+    with serve(config) as client:
+        assert client.post(f"/api/images/{row['id']}/recaption").status_code == 202
+        again = wait_for(
+            lambda: next((r for r in read_images(config) if r["status"] == "done" and r["processed_at"] > row["processed_at"]), None),
+            what="the image captioned again",
+        )
+    assert again["caption"] == row["caption"]  # the same model, the same bytes
+    assert again["caption_runtime"] and again["thumb_small_path"] == row["thumb_small_path"]
+
+
+def test_changes_need_the_upload_token_and_reading_does_not(make_config, start_daemon) -> None:
+    config = make_config(api={"upload_token": TOKEN})
+    start_daemon(config)
+    row = _drop(config, "hopper.jpg", (CORPUS_DIR / "hopper.jpg").read_bytes())
+    url = f"/api/images/{row['id']}"
+    with serve(config) as client:
+        for method, path in (("DELETE", url), ("POST", f"{url}/reprocess"), ("POST", f"{url}/recaption")):
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+                response = client.request(method, path, headers=headers)
+                assert response.status_code == 401, (method, path, headers)
+                assert "Authorization: Bearer <token>" in response.json()["error"]
+        assert client.get(f"{url}/original").status_code == 200
+        assert client.post(f"{url}/reprocess", headers=AUTH).status_code == 202
+        wait_status(config, row["sha256"])
+        assert client.delete(url, headers=AUTH).status_code == 204
+
+
+def test_through_a_real_htx_run(tmp_path: Path) -> None:
+    htx = Htx(write_config(tmp_path / "htx", upload_token=TOKEN), "run")
+    try:
+        htx.wait_healthy()
+        body = (CORPUS_DIR / "flower.jpg").read_bytes()
+        with httpx.Client(base_url=htx.base_url, timeout=10) as client:
+            upload = client.post("/api/images", files={"file": ("flower.jpg", body, "image/jpeg")}, headers=AUTH).json()
+            image_id = upload["image_id"]
+            assert image_id == upload["id"]
+            wait_for(lambda: client.get(f"/api/images/{image_id}").json()["status"] == "done", what="the upload done")
+            assert client.get(f"/api/images/{image_id}/original").content == body
+            assert client.post(f"/api/images/{image_id}/reprocess").status_code == 401
+            assert client.post(f"/api/images/{image_id}/reprocess", headers=AUTH).status_code == 202
+            wait_for(lambda: client.get(f"/api/images/{image_id}").json()["status"] == "done", what="processed again")
+            assert client.delete(f"/api/images/{image_id}").status_code == 401
+            assert client.delete(f"/api/images/{image_id}", headers=AUTH).status_code == 204
+            assert client.get(f"/api/images/{image_id}").status_code == 404
+
+            again = client.post("/api/images", files={"file": ("flower.jpg", body, "image/jpeg")}, headers=AUTH).json()
+
+            assert again["duplicate"] is False and again["id"] not in (None, image_id)
+    finally:
+        assert htx.stop(signal.SIGINT) == 0, htx.log()
+    assert "Traceback" not in htx.log()
