@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -15,6 +16,7 @@ from api.docs import openapi_schema
 from api.errors import EXCEPTION_HANDLERS
 from api.gallery import gallery_routes, load_assets
 from api.hosts import HostAndOriginCheck
+from api.metrics import RequestMetrics
 from api.routes import ROUTES
 from api.uploads import remove_stale_parts
 from models.config import Config
@@ -60,11 +62,18 @@ def create_app(config: Config) -> Starlette:
             engine.dispose()
 
     routes = [*ROUTES, *gallery_routes(load_assets())]
+    # This app's own: tests make many apps in one process, and prometheus_client's default
+    # registry would refuse a second set of the same metrics.
+    metrics_registry = CollectorRegistry(auto_describe=True)
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(HostAndOriginCheck, api=config.api)],
+        middleware=[
+            Middleware(RequestMetrics, registry=metrics_registry),
+            Middleware(HostAndOriginCheck, api=config.api),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.api = context
+    app.state.metrics_registry = metrics_registry
     return app

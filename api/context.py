@@ -78,6 +78,11 @@ class Reader:
             return self.run_sync(query, *args, **kwargs)
         return await to_thread.run_sync(lambda: self._run_pooled(query, *args, **kwargs), limiter=self._threads)
 
+    async def run_apart(self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """On a worker thread and a connection of the pool, on SQLite too: for the rare query
+        that reads many rows (/metrics), which inline would hold up every other request."""
+        return await to_thread.run_sync(lambda: self._run_on_pool(query, *args, **kwargs), limiter=self._threads)
+
     async def data_version(self) -> int | str | None:
         """queries.data_version, as read after this call began: equal to what an earlier
         call returned only if nothing was committed in between.

@@ -447,6 +447,7 @@ class Daemon:
             caption_runtime=self.captioner.runtime,
             caption_status=self.caption_status,
             problem=self._outage.problem,
+            caption_batches=self._captions.batches.to_json() if self._captions is not None else None,
         )
 
     def _report(self, fault: EnvironmentFault) -> None:

@@ -134,6 +134,7 @@ class DaemonState(Base):
     caption_device: Mapped[str | None] = mapped_column(String(32))
     caption_runtime: Mapped[str | None] = mapped_column(String(32))
     caption_status: Mapped[str | None] = mapped_column(Text)
+    caption_batches: Mapped[str | None] = mapped_column(Text)  # models/caption_batches.py, JSON (0009)
     # A fault of the environment being waited out ("data disk full"); None when all is well.
     problem: Mapped[str | None] = mapped_column(Text)
     # Set by a clean stop, cleared at start.

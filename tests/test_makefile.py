@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,16 @@ def planned(tmp_path: Path, *arguments: str) -> str:
     """What `make ARGUMENTS` would run in a fresh clone (no .venv yet), without running it."""
     for name in ("Makefile", "pyproject.toml", "constraints.txt"):
         shutil.copy(REPO / name, tmp_path / name)
-    result = subprocess.run(["make", "-n", *arguments], cwd=tmp_path, capture_output=True, text=True, check=False)
+    # As a user's shell runs it, also under `make test`: no settings of an enclosing make.
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(("MAKE", "MFLAGS"))}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", *arguments],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 from daemon.captions.captioner import NO_WORDS, CaptionCancelled, Captioner, CaptionerUnavailable
+from models.caption_batches import CaptionBatches
 
 log = logging.getLogger("htx.caption")
 
@@ -63,6 +64,7 @@ class CaptionWorker:
         self._on_status = on_status
         self._status = "loading"
         self._unavailable: str | None = None  # the reason every caption fails, once known
+        self.batches = CaptionBatches()  # sizes and durations of the model calls, for /metrics
         self._waiting: deque[_Waiting] = deque()
         self._stopping = False
         self._cancel = threading.Event()  # stops the model call in hand (at its next token)
@@ -215,7 +217,9 @@ class CaptionWorker:
             log.exception("caption model failed on a batch of %d image(s)", len(batch))
             reason = f"the caption model failed on this image's batch ({type(error).__name__})"
             return [CaptionOutcome(None, reason, None)] * len(batch)
-        caption_ms = (time.perf_counter() - started) * 1000 / len(batch)
+        elapsed_s = time.perf_counter() - started
+        self.batches.record(len(batch), elapsed_s)
+        caption_ms = elapsed_s * 1000 / len(batch)
         return [
             CaptionOutcome(text, None, caption_ms) if text else CaptionOutcome(None, NO_WORDS, caption_ms)
             for text in captions

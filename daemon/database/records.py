@@ -185,8 +185,10 @@ def write_heartbeat(
     caption_runtime: str | None,
     caption_status: str | None,
     problem: str | None = None,
+    caption_batches: str | None = None,
 ) -> None:
-    """The worker is alive (and not stopped), runs this model, and waits out `problem` if any."""
+    """The worker is alive (and not stopped), runs this model, and waits out `problem` if any;
+    `caption_batches`: its caption batches so far (models.caption_batches, JSON)."""
     connection.execute(
         update(daemon_state)
         .where(daemon_state.c.id == worker_id)
@@ -198,6 +200,7 @@ def write_heartbeat(
             caption_device=caption_device,
             caption_runtime=caption_runtime,
             caption_status=caption_status,
+            caption_batches=caption_batches,
             problem=problem,
             stopped_at=None,
         )
