@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from api.access import ReadTokenCheck
 from api.context import ApiContext, Reader, Writer
 from api.docs import openapi_schema
 from api.errors import EXCEPTION_HANDLERS
@@ -70,6 +71,7 @@ def create_app(config: Config) -> Starlette:
         middleware=[
             Middleware(RequestMetrics, registry=metrics_registry),
             Middleware(HostAndOriginCheck, api=config.api),
+            Middleware(ReadTokenCheck, api=config.api),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from api import actions, metrics, serialize, uploads
+from api import access, actions, metrics, serialize, uploads
 from api.context import ApiContext, CachedStats, base_url, context, reader
 from api.docs import docs_page
 from api.errors import BadRequest, Conflict, NotFound
@@ -507,4 +507,5 @@ ROUTES = [
     Route("/api/docs", docs, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics.get_metrics, methods=["GET"]),
+    Route("/api/session", access.sign_in, methods=["POST"]),
 ]

@@ -190,6 +190,8 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
         for key, value in values.items():
             if (section, key) == ("database", "url") and value:
                 value = display_url(value)  # never a password on a terminal or in a log
+            elif section == "api" and key.endswith("_token") and value:
+                value = "***"
             print(f"{key} = {_toml_value(value)}")
     print("\n# resolved paths")
     for label, path in (

@@ -18,6 +18,9 @@ from typing import Any
 CONFIG_ENV = "HTX_CONFIG"
 # Overrides database.url: a PostgreSQL password need not sit in a world-readable file.
 DATABASE_URL_ENV = "HTX_DATABASE_URL"
+# Override api.read_token and api.upload_token, for the same reason.
+READ_TOKEN_ENV = "HTX_READ_TOKEN"
+UPLOAD_TOKEN_ENV = "HTX_UPLOAD_TOKEN"
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 ROLES = ("watch", "thumbnails", "captions")
 DEFAULT_CONFIG_NAME = "config.toml"
@@ -111,6 +114,7 @@ class ApiConfig:
     max_upload_bytes: int = field(default=100 * 1024 * 1024, metadata=_at_least(1))
     public_url: str = ""
     upload_token: str = ""
+    read_token: str = ""
     access_log: bool = False
     register_timeout_s: float = field(default=5.0, metadata=_at_least(0))
     # Host names (or addresses) the API answers to besides the loopback names and public_url's.
@@ -292,12 +296,18 @@ def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:
     """Load the configuration named by `path` (see `find_config_file`), or the defaults;
-    $HTX_DATABASE_URL, when set, replaces database.url."""
+    $HTX_DATABASE_URL, $HTX_READ_TOKEN and $HTX_UPLOAD_TOKEN, when set, replace database.url,
+    api.read_token and api.upload_token."""
     data, base_dir, source = _read(path)
-    database_url = os.environ.get(DATABASE_URL_ENV)
-    section = data.get("database", {})
-    if database_url and isinstance(section, dict):
-        data = data | {"database": section | {"url": database_url}}
+    for section_name, key, variable in (
+        ("database", "url", DATABASE_URL_ENV),
+        ("api", "read_token", READ_TOKEN_ENV),
+        ("api", "upload_token", UPLOAD_TOKEN_ENV),
+    ):
+        value = os.environ.get(variable)
+        section = data.get(section_name, {})
+        if value and isinstance(section, dict):
+            data = data | {section_name: section | {key: value}}
     try:
         return parse(data, base_dir=base_dir, source=source)
     except ConfigError as error:

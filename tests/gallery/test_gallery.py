@@ -283,3 +283,33 @@ def test_the_page_asks_for_the_upload_token(tmp_path: Path, page: Any, console: 
         assert console.problems(allow=("401",)) == []
     finally:
         assert htx.stop() == 0, htx.log()
+
+
+def test_the_page_asks_for_the_read_token_once_and_thumbnails_load(tmp_path: Path, page: Any, console: Console) -> None:
+    config_file = write_config(tmp_path, read_token="let me read")
+    htx = Htx(config_file, "run")
+    try:
+        htx.wait_healthy()
+        inbox = tmp_path / "data" / "inbox"
+        (inbox / "hopper.jpg").write_bytes(_corpus_path("hopper.jpg", "accept").read_bytes())
+
+        page.goto(f"{htx.base_url}/")
+        expect(page.locator("form #token")).to_be_visible()
+        assert page.locator("#grid").count() == 0  # nothing of the gallery before the token
+        page.locator("#token").fill("wrong")
+        page.locator("form button").click()
+        expect(page.locator(".problem")).to_contain_text("not accepted")
+        page.locator("#token").fill("let me read")
+        page.locator("form button").click()
+
+        tile = page.locator('#grid .tile[data-status="done"]')
+        expect(tile).to_have_count(1, timeout=FINISH_S)
+        assert _decoded_sizes(tile.locator("img"))[0][0] > 0  # the thumbnail came with the cookie
+        cookie = next(cookie for cookie in page.context.cookies() if cookie["name"] == "htx_read_token")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        page.reload()
+        expect(page.locator('#grid .tile[data-status="done"]')).to_have_count(1)  # not asked again
+        # The sign-in page's 401s are logged by the browser as failed requests; nothing else may be.
+        assert console.problems(allow=("401",)) == []
+    finally:
+        assert htx.stop() == 0, htx.log()
