@@ -133,7 +133,7 @@ def _rate(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
-def stats(stats: Stats, now: datetime) -> dict[str, Any]:
+def stats(stats: Stats, now: datetime, *, captions_configured: bool = True) -> dict[str, Any]:
     """The answer of /api/stats; `now` (naive UTC) ages the workers' heartbeats."""
     finished = stats.finished
     return {
@@ -153,9 +153,38 @@ def stats(stats: Stats, now: datetime) -> dict[str, Any]:
             "processed": stats.processed_last_hour,
             "per_minute": round(stats.processed_last_hour / 60, 3),
         },
-        "caption": {"model": stats.caption_model, "device": stats.caption_device, "runtime": stats.caption_runtime},
+        "caption": caption_json(stats, configured=captions_configured),
         "problem": stats.problem,
         "workers": [worker_json(worker, now) for worker in stats.workers],
+    }
+
+
+CAPTION_FIX = "htx model download (or set caption.model to a model folder), restart the daemon, then htx recaption --missing"
+
+
+def caption_json(stats: Stats, *, configured: bool) -> dict[str, Any]:
+    """What makes the captions now, or why nothing does, and how many done images wait for one."""
+    status = stats.caption_status
+    available = bool(status and status.startswith("ready"))
+    reason = fix = None
+    if not configured:
+        reason, fix = 'caption.model is "none"', "set caption.model to a hub id or a model folder"
+    elif not available:
+        fix = CAPTION_FIX
+        if status is None:
+            reason = "no daemon is running with the model"
+        elif status == "loading":
+            reason, fix = "the model is loading", None
+        else:
+            reason = status.removeprefix("unavailable: ")
+    return {
+        "model": stats.caption_model,
+        "device": stats.caption_device,
+        "runtime": stats.caption_runtime,
+        "available": available,
+        "reason": reason,
+        "fix": fix,
+        "waiting": stats.uncaptioned,
     }
 
 

@@ -603,6 +603,8 @@ class Stats:
     caption_runtime: str | None
     problem: str | None = None  # what the daemon is waiting out, as it last said
     workers: tuple[Worker, ...] = ()
+    caption_status: str | None = None  # the daemon's: "loading", "ready (...)", "unavailable: <reason>"
+    uncaptioned: int = 0  # done images the model never ran on (missing, failed): recaption --missing's
 
     @property
     def total(self) -> int:
@@ -649,6 +651,8 @@ def stats(connection: Connection, *, now: datetime) -> Stats:
         caption_runtime=state.caption_runtime if state else None,
         problem=state.problem if state and state.stopped_at is None else None,
         workers=tuple(workers(connection, now=now)),
+        caption_status=state.caption_status if state and state.stopped_at is None else None,
+        uncaptioned=(done["images"] - done["n_caption"]) if done else 0,
     )
 
 

@@ -26,8 +26,10 @@ const state = {
   cursor: null, // next_cursor of the last page loaded; null: no more pages
   generation: 0, // bumped when the filter changes, so late answers for the old one are dropped
   loading: false,
-  captionsOff: false, // from /api/stats: no caption model is configured
+  captionNote: "", // from /api/stats: why no image gets a caption now, and the fix ("": they do)
+  total: null, // from /api/stats: every image, whatever the filter
   detailId: null,
+  detailPushed: false, // the detail's ?image= was pushed on the history: Back closes it
   uploadsActive: 0,
   pollTimer: null,
 };
@@ -124,8 +126,16 @@ function captionOf(item) {
   if (item.status === "processing") {
     return { text: item.thumbnails && item.thumbnails.small ? "Captioning…" : "Processing…", kind: "why" };
   }
+  if (state.captionNote) return { text: state.captionNote, kind: "why" };
   if (item.caption_error) return { text: `No caption: ${item.caption_error}`, kind: "why" };
-  return { text: state.captionsOff ? "No caption (captioning is off)" : "No caption", kind: "why" };
+  return { text: "No caption", kind: "why" };
+}
+
+// Why no image gets a caption now, with the fix: one line, from /api/stats' caption object.
+function captionNoteOf(caption) {
+  if (caption.available || !caption.reason) return "";
+  if (!caption.fix) return `No caption yet: ${caption.reason}.`;
+  return `Captions off: ${caption.reason}. To fix: ${caption.fix}.`;
 }
 
 // -- the grid ----------------------------------------------------------------------------------
@@ -135,7 +145,7 @@ const tiles = new Map(); // id -> { li, signature }
 
 function signature(item) {
   return JSON.stringify([item.status, item.filename, item.caption, item.caption_error, item.error,
-    Boolean(item.thumbnails && item.thumbnails.small), state.captionsOff]);
+    Boolean(item.thumbnails && item.thumbnails.small), state.captionNote]);
 }
 
 function thumbnailOf(item, big = false) {
@@ -224,9 +234,13 @@ function updateSummary() {
   const count = state.order.length;
   const filter = [state.status && `status ${state.status}`, state.q.trim() && `“${state.q.trim()}”`]
     .filter(Boolean).join(", ");
+  // Unfiltered, the count is the statistics' total, so the two never disagree; the pages
+  // loaded so far hold only part of it.
+  const total = !filter && state.total !== null ? Math.max(state.total, count) : count;
+  const more = filter && state.cursor ? "+" : "";
   let text;
-  if (count === 0) text = filter ? `No images match ${filter}.` : "No images yet: upload some, or drop them into the inbox folder.";
-  else text = `${count}${state.cursor ? "+" : ""} image${count === 1 ? "" : "s"}${filter ? ` matching ${filter}` : ""}, newest first.`;
+  if (total === 0) text = filter ? `No images match ${filter}.` : "No images yet: upload some, or drop them into the inbox folder.";
+  else text = `${total.toLocaleString()}${more} image${total === 1 ? "" : "s"}${filter ? ` matching ${filter}` : ""}, newest first.`;
   $("#summary").textContent = text;
   $("#more").hidden = !state.cursor;
 }
@@ -345,7 +359,8 @@ function summaryOf(record) {
 
 async function refreshStats() {
   const stats = await getJSON("api/stats");
-  state.captionsOff = !stats.caption.model;
+  state.captionNote = captionNoteOf(stats.caption);
+  state.total = stats.total;
   const set = (name, text) => { document.querySelector(`[data-stat="${name}"]`).textContent = text; };
   set("total", stats.total.toLocaleString());
   set("done", stats.by_status.done.toLocaleString());
@@ -355,7 +370,9 @@ async function refreshStats() {
   set("average", stats.finished ? formatMs(stats.processing_ms.average) : "–");
   set("p95", stats.finished ? formatMs(stats.processing_ms.p95) : "–");
   const runtime = stats.caption.runtime ? `, ${stats.caption.runtime}` : "";
-  set("caption", stats.caption.model ? `${stats.caption.model} (${stats.caption.device || "?"}${runtime})` : "off");
+  set("caption", stats.caption.available ? `${stats.caption.model} (${stats.caption.device || "?"}${runtime})` : "off");
+  document.querySelector('[data-stat="caption"]').title = state.captionNote;
+  updateSummary();
   return stats;
 }
 
@@ -553,13 +570,96 @@ function timingsTable(record) {
     body, foot);
 }
 
+// -- acting on the open image: download, process or caption again, delete ---------------------------
+
+const ACTIONS = {
+  reprocess: { method: "POST", path: (id) => `${imagePath(id)}/reprocess`, done: "Queued: it is processed again shortly." },
+  recaption: { method: "POST", path: (id) => `${imagePath(id)}/recaption`, done: "Queued: it is captioned again shortly." },
+  delete: { method: "DELETE", path: imagePath, done: "Deleted." },
+};
+
+function actionsOf(record) {
+  const finished = FINISHED.has(record.status);
+  const button = (action, text, className = "") =>
+    el("button", { type: "button", "data-action": action, className, text });
+  return el("div", { className: "actions" },
+    finished ? el("a", { href: `${imagePath(record.id)}/original`, download: "", className: "button", text: "Download original" }) : null,
+    finished ? button("reprocess", record.status === "failed" ? "Retry" : "Process again") : null,
+    record.status === "done" && !state.captionNote ? button("recaption", "Caption again") : null,
+    finished ? button("delete", "Delete", "danger") : null,
+    el("p", { id: "detail-action-state", role: "status" }));
+}
+
+// One request with the upload token when the server asks for it (the same question as uploads).
+async function act(action, id) {
+  const { method, path, done } = ACTIONS[action];
+  const say = (text) => { const line = $("#detail-action-state"); if (line) line.textContent = text; };
+  let rejected = false;
+  for (;;) {
+    const token = storedToken();
+    const headers = { Accept: "application/json" };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let response;
+    try {
+      response = await fetch(path(id), { method, headers });
+    } catch {
+      say("The server cannot be reached.");
+      return;
+    }
+    if (response.status === 401) {
+      if (token) forgetToken(token);
+      const again = storedToken() || await askForToken(rejected || Boolean(token));
+      rejected = true;
+      if (again) continue;
+      say("Not done: the server needs its upload token.");
+      return;
+    }
+    if (!response.ok) {
+      let body = null;
+      try { body = await response.json(); } catch { /* not JSON */ }
+      say(`Not done: ${(body && body.error) || `the server answered ${response.status}.`}`);
+      return;
+    }
+    break;
+  }
+  if (action === "delete") {
+    dialog.close();
+    state.items.delete(id);
+    state.order = state.order.filter((shown) => shown !== id);
+    layout();
+    refreshStats().catch(() => {});
+    return;
+  }
+  // Its new state (pending), then followed until it is finished again, as any unfinished one.
+  try {
+    const record = await getJSON(imagePath(id));
+    if (state.detailId === id && dialog.open) {
+      detailRecord = record;
+      renderDetail(record);
+    }
+  } catch {
+    // the list's next poll shows it
+  }
+  say(done);
+  poll();
+}
+
+$("#detail-body").addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button || state.detailId === null) return;
+  const action = button.dataset.action;
+  if (action === "delete" && !confirm(`Delete ${detailRecord ? detailRecord.filename : "this image"}? Its record, thumbnails and original go.`)) return;
+  act(action, state.detailId);
+});
+
 function renderDetail(record) {
   const metadata = record.metadata || {};
   const caption = captionOf(record);
   $("#detail-title").textContent = record.filename;
+  // A failed image's error is in its record's fields below: said once.
   const figure = el("figure", {},
     thumbnailOf(record, true),
-    el("figcaption", { className: `caption ${caption.kind}`, text: caption.text }));
+    record.status === "failed" ? null : el("figcaption", { className: `caption ${caption.kind}`, text: caption.text }));
   const gps = metadata.gps
     ? el("a", { href: `geo:${metadata.gps.latitude},${metadata.gps.longitude}`,
       text: `${coordinate(metadata.gps.latitude, "N", "S")}, ${coordinate(metadata.gps.longitude, "E", "W")}` })
@@ -589,25 +689,46 @@ function renderDetail(record) {
     ["GPS", gps],
     ["ICC profile", metadata.icc_profile],
   ]);
-  const exif = metadata.exif && Object.keys(metadata.exif).length
-    ? exifList(metadata.exif)
-    : el("p", { text: record.status === "done" ? "No EXIF in this file." : "None (yet)." });
+  const hasExif = metadata.exif && Object.keys(metadata.exif).length > 0;
   const links = el("p", { className: "links" },
     el("a", { href: imagePath(record.id), target: "_blank", rel: "noopener", text: "Record (JSON)" }),
     record.thumbnails.small ? el("a", { href: thumbnailPath(record.id, "small"), target: "_blank", rel: "noopener", text: "Small thumbnail" }) : null,
     record.thumbnails.medium ? el("a", { href: thumbnailPath(record.id, "medium"), target: "_blank", rel: "noopener", text: "Medium thumbnail" }) : null);
   $("#detail-body").replaceChildren(
-    el("section", {}, figure, el("h3", { text: "Links" }), links),
+    el("section", {}, figure, actionsOf(record), el("h3", { text: "Links" }), links),
     el("section", { id: "detail-record" }, el("h3", { text: "Record" }), recordFields,
       el("h3", { text: "Timings" }), timingsTable(record),
       el("h3", { text: "Metadata" }), metadataFields),
-    el("section", { id: "detail-exif", className: "wide" }, el("h3", { text: "EXIF" }), exif));
+    // No section at all without EXIF: a heading over nothing says nothing.
+    hasExif ? el("section", { id: "detail-exif", className: "wide" }, el("h3", { text: "EXIF" }), exifList(metadata.exif)) : null);
   const index = state.order.indexOf(record.id);
   $("#detail-prev").disabled = index <= 0;
   $("#detail-next").disabled = index < 0 || index >= state.order.length - 1;
 }
 
-async function openDetail(id) {
+// The open detail's address is ?image=ID: it can be opened directly, or shared, and Back closes it.
+function locationImage() {
+  const id = Number(new URLSearchParams(location.search).get("image"));
+  return Number.isSafeInteger(id) && id > 0 ? id : null;
+}
+
+function locationWith(id) {
+  const params = new URLSearchParams(location.search);
+  if (id === null) params.delete("image");
+  else params.set("image", String(id));
+  const query = params.toString();
+  return query ? `?${query}` : location.pathname;
+}
+
+async function openDetail(id, { fromLocation = false } = {}) {
+  if (!fromLocation && locationImage() !== id) {
+    // Stepping to the next image replaces the address: Back closes the detail, not steps back.
+    if (dialog.open) history.replaceState(null, "", locationWith(id));
+    else {
+      history.pushState(null, "", locationWith(id));
+      state.detailPushed = true;
+    }
+  }
   state.detailId = id;
   if (!dialog.open) {
     returnFocusTo = document.activeElement;
@@ -657,6 +778,11 @@ dialog.addEventListener("click", (event) => {
   if (event.target === dialog) dialog.close();
 });
 dialog.addEventListener("close", () => {
+  if (locationImage() !== null) {
+    if (state.detailPushed) history.back(); // the popstate it makes finds the dialog closed
+    else history.replaceState(null, "", locationWith(null)); // opened from a shared address
+  }
+  state.detailPushed = false;
   state.detailId = null;
   detailRecord = null;
   const target = returnFocusTo;
@@ -704,7 +830,7 @@ function askForToken(rejected) {
       const tokenDialog = $("#token-dialog");
       $("#token-reason").textContent = rejected
         ? "That token was not accepted. Try again:"
-        : "This server needs a token to accept uploads (its api.upload_token).";
+        : "This server needs its upload token (api.upload_token) for uploads and changes.";
       $("#token").value = "";
       tokenDialog.addEventListener("close", () => {
         const token = $("#token").value.trim();
@@ -854,10 +980,19 @@ document.addEventListener("drop", (event) => {
 
 readLocation();
 window.addEventListener("popstate", () => {
+  const filters = [state.status, state.q];
   readLocation();
-  loadFirstPage();
+  if (filters[0] !== state.status || filters[1] !== state.q) loadFirstPage();
+  const id = locationImage();
+  if (id !== null) openDetail(id, { fromLocation: true });
+  else if (dialog.open) {
+    state.detailPushed = false; // Back has taken the address already
+    dialog.close();
+  }
 });
 refreshStats().catch(() => {}).finally(async () => {
   await loadFirstPage();
+  const id = locationImage();
+  if (id !== null) openDetail(id, { fromLocation: true });
   schedule(busy() ? POLL_BUSY_MS : POLL_IDLE_MS);
 });

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import math
+import shutil
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -16,7 +18,7 @@ from models.config import replace
 from models.db import make_engine
 from models.tables import Image as ImageRow
 from tests.api.conftest import Library, config_for, insert_pending, serve
-from tests.helpers import read_images
+from tests.helpers import CORPUS_DIR, read_images, wait_for
 
 pytestmark = pytest.mark.both_backends
 
@@ -273,7 +275,15 @@ def test_stats_match_the_records(library: Library, library_client) -> None:
     assert stats["processing_ms"]["average"] == round(stats["processing_ms"]["average"], 1)
     assert stats["stage_average_ms"]["caption"] == 0.0  # caption.model = "none"
     assert stats["last_hour"]["processed"] == 5
-    assert stats["caption"] == {"model": None, "device": None, "runtime": None}
+    assert stats["caption"] == {
+        "model": None,
+        "device": None,
+        "runtime": None,
+        "available": False,
+        "reason": 'caption.model is "none"',
+        "fix": "set caption.model to a hub id or a model folder",
+        "waiting": 4,  # the done images, none captioned
+    }
 
 
 def test_stats_of_an_empty_database_are_zeros(tmp_path, database_url: str) -> None:
@@ -370,3 +380,22 @@ def test_stats_percentiles_over_many_rows(tmp_path, database_url: str) -> None:
 
 def test_ping(library_client) -> None:
     assert library_client.get("/api/ping").json() == {"ok": True}
+
+
+def test_stats_say_why_there_are_no_captions_and_how_many_wait(make_config, start_daemon, tmp_path: Path) -> None:
+    from api.serialize import CAPTION_FIX
+
+    config = make_config(caption={"model": str(tmp_path / "no-model-here")})
+    daemon = start_daemon(config)
+    config.inbox_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(CORPUS_DIR / "hopper.jpg", config.inbox_dir / "hopper.jpg")
+    row = wait_for(lambda: next((r for r in read_images(config) if r["status"] == "done"), None), what="the image done")
+    assert row["caption"] is None and row["caption_error"]
+    wait_for(lambda: (daemon.caption_status or "").startswith("unavailable"), what="the model found missing")
+    daemon.heartbeat()
+    with serve(config) as client:
+        caption = client.get("/api/stats").json()["caption"]
+    assert caption["available"] is False and caption["waiting"] == 1
+    assert caption["reason"] == "caption model no-model-here not available: folder not found"
+    assert str(tmp_path) not in caption["reason"]  # the model's name, never a server path
+    assert caption["fix"] == CAPTION_FIX
