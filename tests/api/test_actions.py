@@ -164,24 +164,32 @@ def test_changes_need_the_upload_token_and_reading_does_not(make_config, start_d
 
 
 def test_through_a_real_htx_run(tmp_path: Path) -> None:
-    htx = Htx(write_config(tmp_path / "htx", upload_token=TOKEN), "run")
+    htx = Htx(write_config(tmp_path / "htx", upload_token=TOKEN, read_token="reader"), "run")
     try:
         htx.wait_healthy()
         body = (CORPUS_DIR / "flower.jpg").read_bytes()
-        with httpx.Client(base_url=htx.base_url, timeout=10) as client:
-            upload = client.post("/api/images", files={"file": ("flower.jpg", body, "image/jpeg")}, headers=AUTH).json()
+        # The upload token reads too: this client carries it on every request.
+        with httpx.Client(base_url=htx.base_url, timeout=10, headers=AUTH) as client:
+            reading = {"Authorization": "Bearer reader"}
+            assert httpx.get(f"{htx.base_url}/api/images", timeout=10).status_code == 401
+            assert httpx.get(f"{htx.base_url}/healthz", timeout=10).status_code == 200
+            assert client.get("/api/images", headers=reading).status_code == 200
+            assert client.post("/api/images/1/reprocess", headers=reading).status_code == 401  # reading only
+            upload = client.post("/api/images", files={"file": ("flower.jpg", body, "image/jpeg")}).json()
             image_id = upload["image_id"]
             assert image_id == upload["id"]
             wait_for(lambda: client.get(f"/api/images/{image_id}").json()["status"] == "done", what="the upload done")
-            assert client.get(f"/api/images/{image_id}/original").content == body
-            assert client.post(f"/api/images/{image_id}/reprocess").status_code == 401
-            assert client.post(f"/api/images/{image_id}/reprocess", headers=AUTH).status_code == 202
+            assert client.get(f"/api/images/{image_id}/original", headers=reading).content == body
+            assert client.post(f"/api/images/{image_id}/recaption").status_code == 409  # caption.model = "none"
+            assert client.post(f"/api/images/{image_id}/reprocess").status_code == 202
             wait_for(lambda: client.get(f"/api/images/{image_id}").json()["status"] == "done", what="processed again")
-            assert client.delete(f"/api/images/{image_id}").status_code == 401
-            assert client.delete(f"/api/images/{image_id}", headers=AUTH).status_code == 204
+            metrics = client.get("/metrics", headers=reading)
+            assert metrics.status_code == 200 and 'htx_images{status="done"} 1.0' in metrics.text
+            assert client.delete(f"/api/images/{image_id}", headers=reading).status_code == 401
+            assert client.delete(f"/api/images/{image_id}").status_code == 204
             assert client.get(f"/api/images/{image_id}").status_code == 404
 
-            again = client.post("/api/images", files={"file": ("flower.jpg", body, "image/jpeg")}, headers=AUTH).json()
+            again = client.post("/api/images", files={"file": ("flower.jpg", body, "image/jpeg")}).json()
 
             assert again["duplicate"] is False and again["id"] not in (None, image_id)
     finally:
