@@ -177,6 +177,10 @@ def caption_json(stats: Stats, *, configured: bool) -> dict[str, Any]:
             reason, fix = "the model is loading", None
         else:
             reason = status.removeprefix("unavailable: ")
+            # "caption model <name> not available: <why>": the model is not installed, not the name
+            _, missing, why = reason.partition(" not available: ")
+            if missing:
+                reason = f"model not installed ({why})"
     return {
         "model": stats.caption_model,
         "device": stats.caption_device,
