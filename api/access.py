@@ -34,7 +34,14 @@ OPEN_PREFIX = "/static/"
 NEEDS_TOKEN = "This server needs its read token: send Authorization: Bearer <token>."
 
 
-def _matches(given: str, tokens: tuple[str, ...]) -> bool:
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None for any other header."""
+    scheme, _, given = header.partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
+def token_matches(given: str, tokens: tuple[str, ...]) -> bool:
+    """Whether `given` is one of `tokens`, compared in constant time with every one."""
     found = False
     for token in tokens:
         found |= hmac.compare_digest(given.encode(), token.encode())
@@ -74,12 +81,12 @@ class ReadTokenCheck:
     def _carries_token(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
             if name == b"authorization":
-                scheme, _, given = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and _matches(given.strip(), self.tokens):
+                given = bearer_token(value.decode("latin-1"))
+                if given is not None and token_matches(given, self.tokens):
                     return True
             elif name == b"cookie":
                 morsel = SimpleCookie(value.decode("latin-1")).get(COOKIE)
-                if morsel is not None and _matches(morsel.value, self.tokens):
+                if morsel is not None and token_matches(morsel.value, self.tokens):
                     return True
         return False
 
@@ -103,7 +110,7 @@ async def sign_in(request: Request) -> Response:
     tokens = _read_tokens(api)
     form = await request.form()
     given = str(form.get("token") or "")
-    if tokens and not _matches(given, tokens):
+    if tokens and not token_matches(given, tokens):
         if "text/html" in request.headers.get("accept", ""):  # the form, in a browser: ask again
             return sign_in_page(request.scope.get("root_path", ""), problem="That token was not accepted.")
         raise Unauthorized("That is not this server's read token.")

@@ -17,7 +17,7 @@ from starlette.responses import FileResponse, Response
 from api import serialize
 from api.context import base_url, context, reader, writer
 from api.errors import Conflict, NotFound
-from api.params import image_id_of
+from api.params import etags, image_id_of
 from api.serialize import JsonResponse
 from api.uploads import check_token
 from models import actions, queries
@@ -53,7 +53,7 @@ async def get_original(request: Request) -> Response:
     if not row["stored_path"] or row["status"] not in actions.FINISHED:
         raise Conflict("The original is not stored yet: try again shortly.", headers={"Retry-After": "1"})
     etag = f'"{row["sha256"]}"'  # the bytes' own digest: the same forever
-    if etag in {tag.strip().removeprefix("W/") for tag in request.headers.get("if-none-match", "").split(",")}:
+    if etag in etags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers={"ETag": etag})
     path = context(request).config.data_dir / row["stored_path"]
     if not await run_in_threadpool(os.path.isfile, path):

@@ -1,4 +1,4 @@
-"""Numbers in a request's path and query: only what is asked for, or a clear error."""
+"""What a request asks for, read from its path, query and headers: only that, or a clear error."""
 
 from __future__ import annotations
 
@@ -28,3 +28,8 @@ def image_id_of(request: Request) -> int:
     if image_id is None:
         raise NotFound("No image with this id.")
     return image_id
+
+
+def etags(header: str) -> set[str]:
+    """The entity tags of an If-None-Match header, weak ones as strong (W/ dropped)."""
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}

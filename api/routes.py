@@ -24,7 +24,7 @@ from api import access, actions, metrics, serialize, uploads
 from api.context import ApiContext, CachedStats, base_url, context, reader
 from api.docs import docs_page
 from api.errors import BadRequest, Conflict, NotFound
-from api.params import image_id_of, whole_number
+from api.params import etags, image_id_of, whole_number
 from api.serialize import JsonResponse
 from models import queries
 from models.diskspace import data_disk_problem
@@ -340,17 +340,13 @@ async def get_thumbnail(request: Request) -> Response:
             stat = os.fstat(handle.fileno())
             etag = f'"{row["sha256"][:16]}-{size}-{stat.st_size:x}-{stat.st_mtime_ns:x}"'
             headers |= {"ETag": etag, "Cache-Control": THUMBNAIL_CACHE_CONTROL}
-            if etag in _etags(request.headers.get("if-none-match", "")) or request.headers.get("if-none-match") == "*":
+            if etag in etags(request.headers.get("if-none-match", "")) or request.headers.get("if-none-match") == "*":
                 return Response(status_code=304, headers=headers)
             content = handle.read()
     except FileNotFoundError:
         log.warning("image %d: thumbnail %s is missing from the data folder", image_id, size)
         raise NotFound("The thumbnail file is missing.") from None
     return Response(content, media_type=content_type, headers=headers)
-
-
-def _etags(header: str) -> set[str]:
-    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
 async def get_stats(request: Request) -> Response:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
-import hmac
 import logging
 import os
 import secrets
@@ -34,6 +33,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import RowMapping
 from starlette.requests import ClientDisconnect, Request
 
+from api.access import bearer_token, token_matches
 from api.context import Reader
 from api.errors import (
     DATABASE_ERRORS,
@@ -70,8 +70,8 @@ def check_token(request: Request, config: Config) -> None:
     expected = config.api.upload_token
     if not expected:
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+    given = bearer_token(request.headers.get("authorization", ""))
+    if given is None or not token_matches(given, (expected,)):
         raise Unauthorized("This server needs its upload token for this: send Authorization: Bearer <token>.")
 
 

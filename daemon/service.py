@@ -59,7 +59,6 @@ from daemon.errors import (
 )
 from daemon.inbox.files import (
     FileDigest,
-    error_note,
     file_identity,
     file_kind,
     free_name,
@@ -81,7 +80,7 @@ from models import migrate
 from models.config import Config
 from models.db import make_engine
 from models.diskspace import data_disk_problem
-from models.names import display_name, real_name, stored_name
+from models.names import display_name, error_note, real_name, stored_name
 
 log = logging.getLogger("htx.daemon")
 

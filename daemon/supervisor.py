@@ -29,13 +29,13 @@ def child_commands(config_file: Path | None) -> dict[str, list[str]]:
     return {"daemon": [*base, "daemon"], "api": [*base, "api"]}
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
 def _die_with_parent() -> None:
     """In the child, before it runs: SIGTERM when this process dies, even by SIGKILL (Linux)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-PR_SET_PDEATHSIG = 1
 
 
 def run_together(commands: dict[str, Sequence[str]]) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, delete, select, update
 
-from models.names import ERROR_NOTE_SUFFIX
+from models.names import ERROR_NOTE_SUFFIX, error_note
 from models.tables import Image
 
 images = Image.__table__
@@ -93,7 +93,7 @@ def remove_files(deleted: DeletedImage, data_dir: Path, trash_dir: Path | None) 
     if deleted.original is None:
         return
     original = data_dir / deleted.original
-    note = original.with_name(original.name + ERROR_NOTE_SUFFIX)
+    note = error_note(original)
     if trash_dir is None:
         original.unlink(missing_ok=True)
         note.unlink(missing_ok=True)

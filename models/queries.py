@@ -625,17 +625,23 @@ def _average(totals: RowMapping | None, name: str) -> float:
     return totals[f"s_{name}"] / totals[f"n_{name}"]
 
 
+def _status_totals(connection: Connection) -> tuple[dict[str, int], dict[str, RowMapping]]:
+    """Images by status (every status, zeros included), and the `image_totals` row of each."""
+    by_status = dict.fromkeys(STATUSES, 0)
+    totals: dict[str, RowMapping] = {}
+    for row in connection.execute(_TOTALS).mappings():
+        totals[row["status"]] = row
+        by_status[row["status"]] = row["images"]
+    return by_status, totals
+
+
 def stats(connection: Connection, *, now: datetime) -> Stats:
     """Counts, timings and throughput; zeros for an empty database. `now` is naive UTC.
 
     Counts and sums come from `image_totals` (kept by triggers); the percentiles and the last
     hour's count are index range reads. Nothing here reads the images table row by row.
     """
-    by_status = dict.fromkeys(STATUSES, 0)
-    totals: dict[str, RowMapping] = {}
-    for row in connection.execute(_TOTALS).mappings():
-        totals[row["status"]] = row
-        by_status[row["status"]] = row["images"]
+    by_status, totals = _status_totals(connection)
     done = totals.get("done")
     p50, p95 = connection.execute(_PERCENTILES).one() if done and done["n_processing"] else (None, None)
     state = daemon_status(connection)
@@ -697,9 +703,7 @@ def _durations_of_done(connection: Connection) -> dict[str, Durations]:
 def metrics(connection: Connection, *, now: datetime) -> Metrics:
     """What /metrics reports. Unlike `stats`, this reads every done image (the histograms):
     tens of milliseconds at 100,000 images, for a scrape every few seconds at most."""
-    by_status = dict.fromkeys(STATUSES, 0)
-    for row in connection.execute(_TOTALS).mappings():
-        by_status[row["status"]] = row["images"]
+    by_status, _ = _status_totals(connection)
     waiting = {"prepare": 0, "caption": 0}
     pending = select(images.c.stage, func.count()).where(images.c.status == "pending").group_by(images.c.stage)
     for stage, count in connection.execute(pending):

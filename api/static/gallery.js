@@ -590,37 +590,33 @@ function actionsOf(record) {
     el("p", { id: "detail-action-state", role: "status" }));
 }
 
-// One request with the upload token when the server asks for it (the same question as uploads).
+// One request, with the upload token once the server asks for it (the same question as uploads).
 async function act(action, id) {
   const { method, path, done } = ACTIONS[action];
   const say = (text) => { const line = $("#detail-action-state"); if (line) line.textContent = text; };
-  let rejected = false;
-  for (;;) {
-    const token = storedToken();
+  const result = await withUploadToken(async (token) => {
     const headers = { Accept: "application/json" };
     if (token) headers.Authorization = `Bearer ${token}`;
-    let response;
     try {
-      response = await fetch(path(id), { method, headers });
-    } catch {
-      say("The server cannot be reached.");
-      return;
-    }
-    if (response.status === 401) {
-      if (token) forgetToken(token);
-      const again = storedToken() || await askForToken(rejected || Boolean(token));
-      rejected = true;
-      if (again) continue;
-      say("Not done: the server needs its upload token.");
-      return;
-    }
-    if (!response.ok) {
+      const response = await fetch(path(id), { method, headers });
       let body = null;
-      try { body = await response.json(); } catch { /* not JSON */ }
-      say(`Not done: ${(body && body.error) || `the server answered ${response.status}.`}`);
-      return;
+      try { body = await response.json(); } catch { /* not JSON (a 204) */ }
+      return { status: response.status, body };
+    } catch {
+      return { status: 0, body: null };
     }
-    break;
+  });
+  if (result === null) {
+    say("Not done: the server needs its upload token.");
+    return;
+  }
+  if (result.status === 0) {
+    say("The server cannot be reached.");
+    return;
+  }
+  if (result.status >= 400) {
+    say(`Not done: ${(result.body && result.body.error) || `the server answered ${result.status}.`}`);
+    return;
   }
   if (action === "delete") {
     dialog.close();
@@ -850,12 +846,28 @@ function askForToken(rejected) {
   return tokenRequest;
 }
 
-function send(file, row) {
+// `send(token)` (the stored token, or null) until the server does not refuse it for the token:
+// after a refusal, asks for one (once for any number of requests at a time). Its last answer,
+// or null when no token was given. `onRefused` says what is being waited for meanwhile.
+async function withUploadToken(send, onRefused = () => {}) {
+  let rejected = false;
+  for (;;) {
+    const token = storedToken();
+    const result = await send(token);
+    if (result.status !== 401) return result;
+    if (token) forgetToken(token);
+    onRefused();
+    const again = storedToken() || await askForToken(rejected || Boolean(token));
+    rejected = true;
+    if (!again) return null;
+  }
+}
+
+function send(file, row, token) {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest(); // fetch cannot report upload progress
     xhr.open("POST", "api/images");
     xhr.setRequestHeader("Accept", "application/json");
-    const token = storedToken();
     if (token) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
     xhr.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) row.progress.value = Math.round((event.loaded / event.total) * 100);
@@ -871,9 +883,9 @@ function send(file, row) {
       } catch {
         // not JSON
       }
-      resolve({ status: xhr.status, body, sentToken: token });
+      resolve({ status: xhr.status, body });
     });
-    xhr.addEventListener("error", () => resolve({ status: 0, body: null, sentToken: token }));
+    xhr.addEventListener("error", () => resolve({ status: 0, body: null }));
     const form = new FormData();
     form.append("file", file, file.name);
     xhr.send(form);
@@ -886,35 +898,28 @@ function setRowState(row, kind, text) {
 }
 
 async function upload(file, row) {
-  let rejected = false;
-  for (;;) {
-    const { status, body, sentToken } = await send(file, row);
-    if (status === 401) {
-      if (sentToken) forgetToken(sentToken);
-      setRowState(row, "waiting", "Needs the upload token…");
-      const token = storedToken() || await askForToken(rejected || Boolean(sentToken));
-      rejected = true;
-      if (token) continue;
-      setRowState(row, "error", "Not uploaded: the server needs an upload token.");
-      return;
-    }
-    if (status === 202 && body && body.id !== null) {
-      row.id = body.id;
-      uploadRows.push(row);
-      setRowState(row, "done", `#${body.id} received; ${body.status}.`);
-    } else if (status === 202) {
-      setRowState(row, "done", "Queued: the daemon will pick it up when it runs.");
-    } else if (status === 200 && body && body.duplicate) {
-      row.id = body.id;
-      setRowState(row, "done", `Already here as #${body.id} (the same bytes).`);
-    } else if (status === 0) {
-      setRowState(row, "error", "Not uploaded: the server cannot be reached.");
-    } else {
-      setRowState(row, "error", `Not uploaded: ${(body && body.error) || `the server answered ${status}.`}`);
-    }
-    row.progress.value = 100;
+  const result = await withUploadToken((token) => send(file, row, token),
+    () => setRowState(row, "waiting", "Needs the upload token…"));
+  if (result === null) {
+    setRowState(row, "error", "Not uploaded: the server needs an upload token.");
     return;
   }
+  const { status, body } = result;
+  if (status === 202 && body && body.id !== null) {
+    row.id = body.id;
+    uploadRows.push(row);
+    setRowState(row, "done", `#${body.id} received; ${body.status}.`);
+  } else if (status === 202) {
+    setRowState(row, "done", "Queued: the daemon will pick it up when it runs.");
+  } else if (status === 200 && body && body.duplicate) {
+    row.id = body.id;
+    setRowState(row, "done", `Already here as #${body.id} (the same bytes).`);
+  } else if (status === 0) {
+    setRowState(row, "error", "Not uploaded: the server cannot be reached.");
+  } else {
+    setRowState(row, "error", `Not uploaded: ${(body && body.error) || `the server answered ${status}.`}`);
+  }
+  row.progress.value = 100;
 }
 
 function addFiles(files) {

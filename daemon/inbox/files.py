@@ -158,11 +158,6 @@ def free_name(folder: Path, name: str, tag: str) -> Path:
     return folder / f"{plain.stem}-{tag[:12]}{plain.suffix}"
 
 
-def error_note(failed_file: Path) -> Path:
-    """The note beside a file in failed/ that says why it failed."""
-    return failed_file.with_name(failed_file.name + ERROR_NOTE_SUFFIX)
-
-
 # A temporary being written is touched every few milliseconds: one this old was left by a kill.
 STALE_TEMPORARY_S = 600.0
 

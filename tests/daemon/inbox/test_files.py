@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import NotRegularFile
-from daemon.inbox.files import error_note, free_name, hash_file, open_regular, remove_stale_temporaries
+from daemon.inbox.files import free_name, hash_file, open_regular, remove_stale_temporaries
+from models.names import error_note
 
 
 @pytest.fixture
