@@ -66,6 +66,7 @@ from daemon.inbox.files import (
     move_file,
     remove_stale_temporaries,
 )
+from daemon.held_claims import HeldClaims
 from daemon.inbox.inbox_lock import inbox_lock
 from daemon.stages.memory_budget import DecodeBudget, DecodeStopped
 from daemon.notify import SystemdNotifier
@@ -164,7 +165,13 @@ class Daemon:
         self._outstanding = 0
         # Names in failed/ are picked and used under this lock, so two failures never share one.
         self._failed_names = threading.Lock()
-        self._outage = Outage(self._check_environment, on_change=lambda _problem: self._try_heartbeat())
+        self._outage = Outage(self._check_environment, on_change=self._problem_changed)
+        # The claims this process's threads hold, and give-backs a fault made it owe.
+        self._claims = HeldClaims()
+        # When the last fault of the environment ended (monotonic): for a lease after it,
+        # lapsed leases are not taken for dead workers (daemon.database.work_queue.requeue_lost).
+        self._recovered_at: float | None = None
+        self._lease_wake = threading.Event()
         self._skipped: set[tuple[Path, int, int, str]] = set()
 
     @property
@@ -297,7 +304,10 @@ class Daemon:
             if worker_id != self.worker_id and not _process_alive(pid)
         ]
         requeued, failed = self.writer.call(
-            work_queue.requeue_lost, max_attempts=self.config.pipeline.max_attempts, dead_workers=dead
+            work_queue.requeue_lost,
+            max_attempts=self.config.pipeline.max_attempts,
+            dead_workers=dead,
+            lapsed=self._leases_trusted(),
         )
         if dead:
             self.writer.call(work_queue.mark_stopped, dead)
@@ -308,17 +318,71 @@ class Daemon:
         if failed:
             log.warning("%d image(s) failed: every worker that processed them stopped before it finished", failed)
 
+    def _leases_trusted(self) -> bool:
+        """Whether a lapsed lease means a dead worker: not during a fault of the environment,
+        nor for a lease after it, while the holders that lived through it renew theirs."""
+        if self._outage.problem is not None:
+            return False
+        recovered_at = self._recovered_at
+        return recovered_at is None or time.monotonic() - recovered_at >= self.config.pipeline.lease_s
+
+    def _problem_changed(self, problem: str | None) -> None:
+        if problem is None:
+            self._recovered_at = time.monotonic()
+            self._lease_wake.set()  # give back what the fault made this process owe, now
+        self._try_heartbeat()
+
     def _lease_loop(self) -> None:
-        """Renew this process's leases well before they run out; put back lost claims."""
+        """Renew the leases of the claims held well before they run out, give back what a fault
+        made this process owe, and put back lost claims: this process's orphans, and those of
+        dead workers."""
         interval = self.config.pipeline.lease_s / 3
-        while not self._stopping.wait(interval):
+        while not self._stopping.is_set():
+            self._lease_wake.wait(interval)
+            self._lease_wake.clear()
+            if self._stopping.is_set():
+                return
             try:
-                self.writer.call_statement(work_queue.renew, self.worker_id, lease_s=self.config.pipeline.lease_s)
+                self._renew()
+                self._settle_owed()
+                self._requeue_orphans()
                 self._requeue_lost()
             except EnvironmentFault as fault:
                 self._report(fault)
             except Exception:
                 log.exception("could not renew the leases")
+
+    def _renew(self) -> None:
+        held = self._claims.renewable()
+        if held:
+            self.writer.call_statement(work_queue.renew, self.worker_id, held, lease_s=self.config.pipeline.lease_s)
+
+    def _settle_owed(self) -> None:
+        """Give back the claims whose give-back a fault stopped (EnvironmentFault if it still
+        stands)."""
+        owed = self._claims.owed()
+        for image_id, values in owed:
+            self.writer.call_statement(work_queue.release, self.worker_id, [image_id], values)
+            self._claims.settled(image_id)
+        if owed:
+            log.info("%d image(s) interrupted by the fault are queued again", len(owed))
+            self._signal.wake()
+
+    def _requeue_orphans(self) -> None:
+        """Claims the database says are this process's but none of its threads holds: a bug
+        lost them. Put back, so that no image stays `processing` for ever."""
+        orphans = self._claims.orphans(self.writer.call_statement(work_queue.claimed_by, self.worker_id))
+        if not orphans:
+            return
+        requeued, failed = self.writer.call(
+            work_queue.requeue_orphans, self.worker_id, orphans, max_attempts=self.config.pipeline.max_attempts
+        )
+        log.warning(
+            "%d image(s) claimed by this process were held by none of its threads: %d queued again, %d failed",
+            len(orphans),
+            requeued,
+            failed,
+        )
 
     def _make_folders(self) -> None:
         for folder in self._folders():
@@ -360,12 +424,23 @@ class Daemon:
             thread.join()
         self._threads.clear()
         if self.writer.running and self.worker_id is not None:
+            self._settle_owed_at_stop()
             try:
                 self.writer.call(records.write_stopped, self.worker_id)
             except EnvironmentFault as fault:
                 log.warning("could not record the stop (%s): readers see the daemon as stale in a while", fault)
         self.writer.stop()
         self.engine.dispose()
+
+    def _settle_owed_at_stop(self) -> None:
+        try:
+            self._settle_owed()
+        except EnvironmentFault as fault:
+            log.warning(
+                "%d image(s) are still claimed (%s): they are queued again when their lease runs out",
+                len(self._claims.owed()),
+                fault,
+            )
 
     @property
     def model_still_loading(self) -> bool:
@@ -430,7 +505,9 @@ class Daemon:
             self._release(arrival)
         if image_id is None:
             return None
-        for claim in self.writer.call_statement(work_queue.claim_ids, self.worker_id, [image_id], lease_s=self.config.pipeline.lease_s):
+        claims = self.writer.call_statement(work_queue.claim_ids, self.worker_id, [image_id], lease_s=self.config.pipeline.lease_s)
+        self._claims.hold(claim.image.id for claim in claims)
+        for claim in claims:
             self._run_claim(claim)
         return image_id
 
@@ -624,7 +701,12 @@ class Daemon:
                     move_file(path, destination)
             log.warning("%s: %s; moved to failed/", shown, reason)
             return
-        path.unlink(missing_ok=True)
+        try:
+            if file_identity(path) != digest.identity:
+                return  # moved to the store meanwhile, or replaced: a new file is offered again
+            path.unlink()
+        except FileNotFoundError:
+            return
         log.info(
             "duplicate: %s has the same bytes as image %d (%s, %s); removed from the inbox",
             shown,
@@ -652,17 +734,14 @@ class Daemon:
             return []
         if not claims:
             self._signal.wait()
+        self._claims.hold(claim.image.id for claim in claims)
         return claims
 
     def _run_claim(self, claim: Claim) -> None:
         """Process one claimed image, whatever happens: an outcome, or the claim given back."""
         with self._state:
             self._outstanding += 1
-        try:
-            job = self._job_for(claim)
-        except EnvironmentFault as fault:
-            self._report(fault)
-            job = None  # the claim is renewed, then given back by its lease, or taken again
+        job = self._job_or_give_back(claim)
         if job is None:
             self._release()
             return
@@ -680,6 +759,19 @@ class Daemon:
         finally:
             if not taken_over:
                 self._release_job(job)
+
+    def _job_or_give_back(self, claim: Claim) -> Job | None:
+        """The job of a claim, or None, the claim ended: nothing to process, or given back
+        because a fault of the environment stopped even finding out."""
+        try:
+            job = self._job_for(claim)
+        except EnvironmentFault as fault:
+            self._report(fault)
+            self._release_claim(claim.image.id, {})
+            job = None
+        if job is None:
+            self._claims.let_go(claim.image.id)
+        return job
 
     def _job_for(self, claim: Claim) -> Job | None:
         """Where a claimed image's bytes are, and whether they are still the bytes hashed; None
@@ -723,13 +815,21 @@ class Daemon:
             values = {"inbox_path": stored_name(self._relative(job.source)), "stored_path": None}
         else:
             values = {"inbox_path": None, "stored_path": job.source.relative_to(self.config.data_dir).as_posix()}
+        self._release_claim(job.image_id, values)
+
+    def _release_claim(self, image_id: int, values: dict) -> None:
+        """Back to pending, untouched but for `values`; when the fault that interrupted it
+        stops this too, owed, and given back once the fault is gone (the lease thread)."""
         try:
-            self.writer.call_statement(work_queue.release, self.worker_id, [job.image_id], values)
-            self._signal.wake()
-        except EnvironmentFault:
-            pass  # the claim stays until this process renews and retries it, or its lease runs out
+            self.writer.call_statement(work_queue.release, self.worker_id, [image_id], values)
+        except EnvironmentFault as fault:
+            self._report(fault)
+            self._claims.owe(image_id, values)
+            return
+        self._signal.wake()
 
     def _release_job(self, job: Job) -> None:
+        self._claims.let_go(job.image_id)
         if job.arrival is not None:
             with self._state:
                 self._arrivals.discard(job.arrival)
@@ -800,7 +900,7 @@ class Daemon:
         assert self._captions is not None
         with self._state:
             self._outstanding += 1
-        job = self._job_for(claim)
+        job = self._job_or_give_back(claim)
         if job is None:
             self._release()
             return
@@ -848,9 +948,7 @@ class Daemon:
     def _caption_handed_back(self, task: CaptionTask) -> None:
         """Stopping before its caption: back to `pending`, claimed again at the next start."""
         try:
-            self.writer.call_statement(work_queue.release, self.worker_id, [task.job.image_id])
-        except EnvironmentFault as fault:
-            log.warning("image %d: still claimed (%s); it is queued again when its lease runs out", task.job.image_id, fault)
+            self._release_claim(task.job.image_id, {})
         except Exception:
             log.exception("image %d %s: could not put it back in the queue", task.job.image_id, task.job.filename)
         finally:
@@ -970,6 +1068,9 @@ class Daemon:
     def _fail_safely(self, job: Job, error: PipelineError, started: float) -> None:
         try:
             self._fail(job, error, started)
+        except EnvironmentFault as fault:
+            self._report(fault)
+            self._give_back(job)  # failed again once the fault is gone
         except Exception:
             log.exception("image %d %s: could not record the failure", job.image_id, job.filename)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, or_, select, text, true, update
+from sqlalchemy import Connection, and_, bindparam, delete, or_, select, text, update
 
 from daemon.database.records import KNOWN_COLUMNS, KnownImage, utcnow
 from models.tables import DaemonState, Image
@@ -105,7 +105,12 @@ def _held(image_ids: Any) -> Any:
 # (an UPDATE sets the columns its parameters name besides those of `values`).
 _FINISH = update(images).where(_held(images.c.id == bindparam("image_id"))).values(claimed_by=None, lease_until=None)
 _DROP = delete(images).where(_held(images.c.id == bindparam("image_id")))
-_RENEW = update(images).where(_held(true())).values(lease_until=bindparam("lease_until"))
+_RENEW = (
+    update(images)
+    .where(_held(images.c.id.in_(bindparam("image_ids", expanding=True))))
+    .values(lease_until=bindparam("lease_until"))
+)
+_CLAIMED_BY = select(images.c.id).where(images.c.status == "processing", images.c.claimed_by == bindparam("worker_id"))
 _RELEASE = (
     update(images)
     .where(_held(images.c.id.in_(bindparam("image_ids", expanding=True))))
@@ -132,9 +137,18 @@ def _claimed(connection: Connection, statement: Any, worker_id: int, lease_s: fl
     ]
 
 
-def renew(connection: Connection, worker_id: int, *, lease_s: float) -> int:
-    """Extend every lease `worker_id` holds; how many it holds."""
-    return connection.execute(_RENEW, {"worker_id": worker_id, "lease_until": utcnow() + timedelta(seconds=lease_s)}).rowcount
+def renew(connection: Connection, worker_id: int, image_ids: Sequence[int], *, lease_s: float) -> int:
+    """Extend the leases of `image_ids` that `worker_id` still holds; how many it holds.
+
+    Only the claims its threads hold now, by id: a claim the process no longer holds (its
+    thread forgot it) must lapse, or be put back, not be renewed for ever."""
+    lease_until = utcnow() + timedelta(seconds=lease_s)
+    return connection.execute(_RENEW, {"worker_id": worker_id, "image_ids": list(image_ids), "lease_until": lease_until}).rowcount
+
+
+def claimed_by(connection: Connection, worker_id: int) -> list[int]:
+    """The images the database says `worker_id` has claimed now."""
+    return list(connection.execute(_CLAIMED_BY, {"worker_id": worker_id}).scalars())
 
 
 def finish(connection: Connection, worker_id: int, image_id: int, values: dict[str, Any]) -> bool:
@@ -157,19 +171,30 @@ def release(connection: Connection, worker_id: int, image_ids: Sequence[int], va
     return connection.execute(_RELEASE, {**(values or {}), "image_ids": list(image_ids), "worker_id": worker_id}).rowcount
 
 
-def requeue_lost(connection: Connection, *, max_attempts: int, dead_workers: Sequence[int] = ()) -> tuple[int, int]:
-    """Claims whose worker is gone: those whose lease ran out, those of `dead_workers` (known
-    dead: a process of this host that no longer runs), and `processing` rows nobody claims (an
-    older daemon's). Each goes back to pending with its attempt count raised, or is failed when
-    that reaches `max_attempts`. Returns (requeued, failed)."""
-    lost = and_(
-        images.c.status == "processing",
-        or_(
-            images.c.claimed_by.is_(None),
-            images.c.lease_until < utcnow(),
-            images.c.claimed_by.in_(list(dead_workers)),
-        ),
-    )
+def requeue_lost(
+    connection: Connection, *, max_attempts: int, dead_workers: Sequence[int] = (), lapsed: bool = True
+) -> tuple[int, int]:
+    """Claims whose worker is gone: those of `dead_workers` (known dead: a process of this host
+    that no longer runs), `processing` rows nobody claims (an older daemon's), and, with
+    `lapsed`, those whose lease ran out. Each goes back to pending with its attempt count
+    raised, or is failed when that reaches `max_attempts`. Returns (requeued, failed).
+
+    A caller that has just waited out a fault of the environment passes lapsed=False for a
+    while: leases lapse during a database outage through no fault of their holders, who renew
+    them once they reach the database again; an outage must not count as a failed attempt."""
+    gone = [images.c.claimed_by.is_(None), images.c.claimed_by.in_(list(dead_workers))]
+    if lapsed:
+        gone.append(images.c.lease_until < utcnow())
+    return _requeue(connection, and_(images.c.status == "processing", or_(*gone)), max_attempts)
+
+
+def requeue_orphans(connection: Connection, worker_id: int, image_ids: Sequence[int], *, max_attempts: int) -> tuple[int, int]:
+    """Claims of `worker_id` that none of its threads holds (a bug lost them): back to pending,
+    with the attempt counted (the same bug may lose it again). Returns (requeued, failed)."""
+    return _requeue(connection, _held(images.c.id.in_(list(image_ids))), max_attempts, {"worker_id": worker_id})
+
+
+def _requeue(connection: Connection, lost: Any, max_attempts: int, parameters: dict[str, Any] | None = None) -> tuple[int, int]:
     failed = connection.execute(
         update(images)
         .where(lost, images.c.attempts + 1 >= max_attempts)
@@ -181,10 +206,12 @@ def requeue_lost(connection: Connection, *, max_attempts: int, dead_workers: Seq
             attempts=images.c.attempts + 1,
             claimed_by=None,
             lease_until=None,
-        )
+        ),
+        parameters or {},
     ).rowcount
     requeued = connection.execute(
-        update(images).where(lost).values(status="pending", attempts=images.c.attempts + 1, claimed_by=None, lease_until=None)
+        update(images).where(lost).values(status="pending", attempts=images.c.attempts + 1, claimed_by=None, lease_until=None),
+        parameters or {},
     ).rowcount
     if requeued:
         announce(connection)

@@ -207,3 +207,48 @@ def test_a_locked_database_is_waited_out(config: Config, start_daemon, monkeypat
         locker.close()
     wait_for(lambda: _done(config, 1), what="the image once the lock is gone")
     assert daemon.problem is None
+
+
+def _used_bytes(mount_point: Path) -> int:
+    usage = os.statvfs(mount_point)
+    return (usage.f_blocks - usage.f_bfree) * usage.f_frsize
+
+
+def _remount(mount_point: Path, size: str) -> None:
+    import subprocess
+
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mount_point)], check=True)
+
+
+def test_images_in_hand_when_the_disk_fills_finish_once_there_is_room(tmp_path: Path) -> None:
+    """The operator's run: `htx run` on a small disk, files renamed into the inbox just as the
+    disk fills, an upload meanwhile; once there is room every image is done, none left in
+    `processing` (the image in hand when the fault hit used to stay there for good)."""
+    from tests.helpers import photo_bytes
+
+    with mounted_tmpfs(tmp_path / "disk", "40m") as disk:
+        data_dir = disk / "data"
+        config_file, config = _config(tmp_path, data_dir, data_dir / "inbox")
+        staging = disk / "staging"
+        staging.mkdir()
+        for number in range(6):
+            (staging / f"full{number}.jpg").write_bytes(photo_bytes(number, (1600, 1200)))
+        htx = Htx(config_file, "run")
+        try:
+            htx.wait_healthy()
+            _remount(disk, str(_used_bytes(disk) + 96 * 1024))
+            for staged in sorted(staging.iterdir()):
+                staged.rename(config.inbox_dir / staged.name)
+            wait_for(lambda: "data disk full" in htx.log(), what="the daemon to say the disk is full")
+            upload = httpx.post(
+                f"{htx.base_url}/api/images", files={"file": ("up.jpg", photo_bytes(50), "image/jpeg")}, timeout=30
+            )
+            assert upload.status_code == 507, upload.text
+            _remount(disk, "40m")
+            wait_for(lambda: _done(config, 6), timeout=90, what="every image to be done once there is room")
+            assert sorted(row["filename"] for row in read_images(config)) == [f"full{n}.jpg" for n in range(6)]
+            assert os.listdir(config.inbox_dir) == []
+            assert "resolved after" in htx.log()
+            assert "Traceback" not in htx.log()
+        finally:
+            htx.stop()

@@ -81,7 +81,7 @@ def test_only_the_holder_of_a_claim_records_its_outcome(writer: DatabaseWriter, 
     assert writer.call_statement(work_queue.drop, other, image_id) is False
     assert writer.call_statement(work_queue.release, other, [image_id]) == 0
     assert _rows(engine)[image_id] == ("processing", holder, 0)  # the other worker's writes changed nothing
-    assert writer.call_statement(work_queue.renew, holder, lease_s=60) == 1
+    assert writer.call_statement(work_queue.renew, holder, [image_id], lease_s=60) == 1
     assert writer.call_statement(work_queue.finish, holder, image_id, DONE) is True
     assert _rows(engine)[image_id] == ("done", None, 0)
     assert writer.call_statement(work_queue.finish, holder, image_id, DONE) is False  # the claim ended with it
@@ -145,3 +145,37 @@ def test_the_totals_stay_those_of_the_images_through_claims_and_outcomes(writer:
         counted = dict(connection.execute(select(images.c.status, func.count()).group_by(images.c.status)).all())
     assert kept == counted == {"done": 2, "failed": 2, "pending": 1}
     assert sums["done"] == pytest.approx(25.0)
+
+
+def test_renew_extends_only_the_claims_named_and_held(writer: DatabaseWriter, engine: Engine) -> None:
+    ids = _pending(writer, 3)
+    holder = _worker(writer, 1)
+    writer.call_statement(work_queue.claim, holder, stage=PREPARE, limit=3, lease_s=0)
+    assert writer.call_statement(work_queue.renew, holder, ids[:2], lease_s=60) == 2
+    # The one not named lapses: another process's requeue takes it back, the renewed stay.
+    assert writer.call(work_queue.requeue_lost, max_attempts=3) == (1, 0)
+    rows = _rows(engine)
+    assert [rows[image_id][:2] for image_id in ids] == [("processing", holder)] * 2 + [("pending", None)]
+    assert sorted(writer.call_statement(work_queue.claimed_by, holder)) == ids[:2]
+
+
+def test_lapsed_leases_are_left_alone_right_after_an_outage(writer: DatabaseWriter, engine: Engine) -> None:
+    (image_id,) = _pending(writer, 1)
+    holder = _worker(writer, 1)
+    writer.call_statement(work_queue.claim, holder, stage=PREPARE, limit=1, lease_s=0)
+    assert writer.call(work_queue.requeue_lost, max_attempts=3, lapsed=False) == (0, 0)
+    assert _rows(engine)[image_id] == ("processing", holder, 0)
+    # Its holder renews it once it reaches the database again: no attempt counted.
+    assert writer.call_statement(work_queue.renew, holder, [image_id], lease_s=60) == 1
+    assert writer.call(work_queue.requeue_lost, max_attempts=3) == (0, 0)
+
+
+def test_orphaned_claims_of_a_worker_are_requeued_with_the_attempt_counted(writer: DatabaseWriter, engine: Engine) -> None:
+    ids = _pending(writer, 2)
+    holder, other = _worker(writer, 1), _worker(writer, 2)
+    writer.call_statement(work_queue.claim, holder, stage=PREPARE, limit=2, lease_s=60)
+    assert writer.call(work_queue.requeue_orphans, other, ids, max_attempts=3) == (0, 0)  # not the other's
+    assert writer.call(work_queue.requeue_orphans, holder, ids[:1], max_attempts=3) == (1, 0)
+    rows = _rows(engine)
+    assert rows[ids[0]] == ("pending", None, 1)
+    assert rows[ids[1]] == ("processing", holder, 0)
