@@ -13,14 +13,16 @@ from daemon.errors import EnvironmentFault
 log = logging.getLogger("htx.daemon")
 
 FIRST_PAUSE_S = 0.5
-MAX_PAUSE_S = 30.0
+# A short cap: once the cause is gone (a restarted server, slots freed) work resumes within
+# seconds, and a check every 10 s costs nothing while a long fault lasts.
+MAX_PAUSE_S = 10.0
 # How often a waiting thread looks at the stop flag: a stop takes at most this long to notice.
 _STOP_POLL_S = 0.2
 
 
 class Outage:
     """Holds work back while the machine is at fault (a full disk, a database that cannot be
-    written), and checks again after pauses that double from 0.5 s up to 30 s.
+    written), and checks again after pauses that double from 0.5 s up to 10 s.
 
     Threads that do work call `wait_turn` before each piece of it, and `report` when it failed
     for a fault of the environment. While a fault stands, one thread at a time, once the pause

@@ -75,6 +75,11 @@ class ThrowawayCluster:
         """Stop the server, as an outage does (`immediate`: no goodbye to the clients)."""
         self._run("pg_ctl", "-D", str(self._data), "-m", "immediate", "-w", "stop")
 
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the server as an administrator does (`fast`: clients' sessions are ended)."""
+        self._run("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "stop")
+        self.resume()
+
     def resume(self) -> None:
         """Start the server (again), on its Unix socket only."""
         # fsync off: nothing survives a power cut, and nothing needs to. Commits still reach

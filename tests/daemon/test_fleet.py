@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -244,3 +245,113 @@ def test_a_thumbnails_worker_and_a_captions_worker_make_complete_records(
         assert row["processed_by"] == f"{os.uname().nodename}:{captioner.process.pid}"
         assert row["metadata_ms"] is not None and row["caption_ms"] is not None
         assert row["processing_ms"] >= row["caption_ms"]
+
+
+def _burst(inbox: Path, first: int, count: int) -> set[str]:
+    """`count` photos renamed into the inbox at once; their digests."""
+    staging = inbox.parent / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    inbox.mkdir(parents=True, exist_ok=True)
+    digests = set()
+    for number in range(first, first + count):
+        data = photo_bytes(number, size=(640, 480))
+        digests.add(hashlib.sha256(data).hexdigest())
+        (staging / f"burst-{number:03}.jpg").write_bytes(data)
+    for path in sorted(staging.iterdir()):
+        path.rename(inbox / path.name)
+    return digests
+
+
+def _done(config: Config) -> int:
+    try:
+        return sum(row["status"] == "done" for row in read_images(config))
+    except Exception:  # noqa: BLE001 - the server is down: nothing to count now
+        return -1
+
+
+def test_a_fleet_rides_out_restarts_and_stops_of_its_database_and_a_frozen_worker(
+    own_postgres_cluster, tmp_path: Path
+) -> None:
+    """The operator's run: two daemons and an API on PostgreSQL; the server restarted in the
+    middle of a burst, then stopped for 10 s in the middle of another, then a daemon frozen past
+    two leases while a third arrives. Nobody restarts anything by hand, and every file ends as
+    exactly one done record with its original and thumbnails."""
+    import httpx
+
+    from tests.api.live import Htx, free_port
+
+    cluster = own_postgres_cluster
+    config_file = write_toml(
+        tmp_path / "htx.toml",
+        {
+            "paths": {"data_dir": str(tmp_path / "data")},
+            "database": {"url": cluster.new_database()},
+            "watch": {"settle_ms": 200, "rescan_s": 2},
+            "pipeline": {"workers": 1, "lease_s": 6},
+            "caption": {"model": "none"},
+            "api": {"port": free_port()},
+        },
+    )
+    config = config_module.load(config_file)
+    daemons = [Daemon(config_file, f"daemon-{number}") for number in range(2)]
+    api = Htx(config_file, "api")
+    health_while_down: list[int] = []
+    try:
+        api.wait_healthy()
+        digests = _burst(config.inbox_dir, 0, 40)
+        wait_for(lambda: _done(config) >= 5, timeout=60, interval=0.05, what="the first burst under way")
+        cluster.restart("fast")
+        wait_for(lambda: _done(config) == 40, timeout=90, what="the first burst after a restart")
+
+        digests |= _burst(config.inbox_dir, 40, 40)
+        wait_for(lambda: _done(config) >= 45, timeout=60, interval=0.05, what="the second burst under way")
+        cluster.pause()
+        stopped_at = time.monotonic()
+        while time.monotonic() - stopped_at < 10:
+            try:
+                health_while_down.append(httpx.get(f"{api.base_url}/healthz", timeout=5).status_code)
+            except httpx.HTTPError:
+                health_while_down.append(0)
+            time.sleep(0.5)  # the length of the outage, not a wait for something to happen
+        cluster.resume()
+        wait_for(lambda: _done(config) == 80, timeout=90, what="the second burst after a 10 s stop")
+
+        digests |= _burst(config.inbox_dir, 80, 40)
+        # A daemon in the middle of an image: its claim must lapse and be taken over.
+        frozen = wait_for(
+            lambda: next((daemon for daemon in daemons if daemon.process.pid in claim_holders(config)), None),
+            timeout=30,
+            interval=0.002,
+            what="a daemon holding a claim",
+        )
+        frozen.process.send_signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            wait_for(lambda: time.monotonic() - frozen_at >= 15, timeout=30, what="two leases to pass")
+        finally:
+            frozen.process.send_signal(signal.SIGCONT)
+        rows = wait_for(lambda: all_settled(config, len(digests)), timeout=120, interval=0.2, what="every file to be settled")
+        assert api.wait_healthy()["status"] == "ok"
+        for daemon in daemons:
+            assert daemon.process.poll() is None, daemon.log()[-2000:]  # none died, none was restarted
+            assert daemon.stop() == 0, daemon.log()[-2000:]
+    finally:
+        for daemon in daemons:
+            if daemon.process.poll() is None:
+                daemon.process.send_signal(signal.SIGCONT)
+                daemon.kill()
+        api.stop()
+
+    assert sorted(row["sha256"] for row in rows) == sorted(digests)
+    assert Counter(row["status"] for row in rows) == {"done": 120}
+    thumbnails = {path.name for path in config.thumbnails_dir.rglob("*") if path.is_file() and not path.name.startswith(".")}
+    assert thumbnails == {f"{sha}-{size}.jpg" for sha in digests for size in ("small", "medium")}
+    assert {path.name.split(".")[0] for path in config.originals_dir.rglob("*.jpg")} == digests
+    assert 503 in health_while_down and 200 not in health_while_down, health_while_down
+    for daemon in daemons:
+        said = daemon.log()
+        assert "Traceback" not in said, said[-3000:]
+        warnings = [line for line in said.splitlines() if "WARNING" in line or "ERROR" in line]
+        assert len(warnings) <= 20, "\n".join(warnings)  # a few lines per episode, not one per image
+    api_said = api.log()
+    assert "Traceback" not in api_said, api_said[-3000:]
