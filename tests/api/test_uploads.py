@@ -212,13 +212,13 @@ def test_queued_when_the_daemon_does_not_register_in_time(make_config, start_dae
 
 
 def test_upload_token(make_config, start_daemon) -> None:
-    config = make_config(api={"upload_token": "s3cret"})
+    config = make_config(api={"upload_token": "s3cret-upload-token"})
     start_daemon(config)
     body = (CORPUS_DIR / "hopper.jpg").read_bytes()
     with serve(config) as client:
         missing = _post(client, "a.jpg", body)
         wrong = _post(client, "a.jpg", body, headers={"authorization": "Bearer nope"})
-        right = _post(client, "a.jpg", body, headers={"authorization": "Bearer s3cret"})
+        right = _post(client, "a.jpg", body, headers={"authorization": "Bearer s3cret-upload-token"})
         reads_stay_open = client.get("/api/images")
     for refused in (missing, wrong):
         assert refused.status_code == 401
