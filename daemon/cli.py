@@ -165,7 +165,9 @@ def cmd_stats(config: Config, args: argparse.Namespace) -> int:
     try:
         with engine.connect() as connection:
             now = utcnow()
-            lines = stats_table(queries.stats(connection, now=now), queries.daemon_status(connection), now=now)
+            lines = stats_table(
+                queries.stats(connection, now=now), queries.daemon_status(connection), now=now, lease_s=config.pipeline.lease_s
+            )
     finally:
         engine.dispose()
     print("\n".join(lines))
