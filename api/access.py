@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import html
 import math
+from collections.abc import Sequence
 from http.cookies import SimpleCookie
 
 from starlette.requests import Request
@@ -60,16 +61,19 @@ def held_back(guesses: FailedGuesses, client: str) -> TooManyRequests | None:
     return TooManyRequests(TOO_MANY.format(seconds=max(1, math.ceil(wait))), wait) if wait > 0 else None
 
 
-def check_guess(guesses: FailedGuesses, client: str, given: str, tokens: tuple[str, ...]) -> bool:
-    """Whether `given` is one of `tokens`; a wrong one is counted against `client`. Raises
+def check_guess(guesses: FailedGuesses, client: str, given: Sequence[str], tokens: tuple[str, ...]) -> bool:
+    """Whether one of the tokens `given` is one of `tokens`; when none is, that counts once
+    against `client` (a stale cookie beside a right header is no guess). Raises
     TooManyRequests, without looking at `given`, while the client is held back."""
     refusal = held_back(guesses, client)
     if refusal is not None:
         raise refusal
-    if token_matches(given, tokens):
-        return True
-    guesses.failed(client)
-    return False
+    found = False
+    for token in given:  # every one, as token_matches compares every token: in constant time
+        found |= token_matches(token, tokens)
+    if not found:
+        guesses.failed(client)
+    return found
 
 
 def _read_tokens(api: ApiConfig) -> tuple[str, ...]:
@@ -97,7 +101,7 @@ class ReadTokenCheck:
             return
         given = self._given_tokens(scope)
         try:
-            accepted = bool(given) and any(check_guess(self.guesses, client_address(scope), token, self.tokens) for token in given)
+            accepted = bool(given) and check_guess(self.guesses, client_address(scope), given, self.tokens)
         except TooManyRequests as error:
             await error_response(error.status_code, error.message, error.headers)(scope, receive, send)
             return
@@ -151,7 +155,7 @@ async def sign_in(request: Request) -> Response:
     given = str(form.get("token") or "")
     in_browser = "text/html" in request.headers.get("accept", "")  # the form, in a browser: ask again
     try:
-        accepted = not tokens or check_guess(ctx.guesses, client_address(request.scope), given, tokens)
+        accepted = not tokens or check_guess(ctx.guesses, client_address(request.scope), [given], tokens)
     except TooManyRequests as error:
         if not in_browser:
             raise

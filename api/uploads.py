@@ -73,7 +73,7 @@ def check_token(request: Request, config: Config) -> None:
         return
     given = bearer_token(request.headers.get("authorization", ""))
     # No token is no guess (the gallery tries without one first); a wrong one counts.
-    if given is None or not check_guess(context(request).guesses, client_address(request.scope), given, (expected,)):
+    if given is None or not check_guess(context(request).guesses, client_address(request.scope), [given], (expected,)):
         raise Unauthorized("This server needs its upload token for this: send Authorization: Bearer <token>.")
 
 

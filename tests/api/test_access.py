@@ -108,3 +108,11 @@ def test_wrong_tokens_anywhere_hold_the_client_back_and_are_logged_once(guarded:
         wait_for(lambda: client.get("/api/images", headers=read).status_code == 200, what="the hold to end")
     warnings = [record.getMessage() for record in caplog.records if record.name == "htx.api.access"]
     assert len(warnings) == 1 and warnings[0].startswith("6 wrong tokens from testclient in a short time"), warnings
+
+
+def test_a_stale_cookie_beside_the_right_header_is_no_guess(guarded: Config) -> None:
+    with serve(guarded) as client:
+        client.cookies.set(COOKIE, "the-token-before-it-was-changed")
+        for _ in range(20):
+            assert client.get("/api/images", headers={"Authorization": f"Bearer {READ}"}).status_code == 200
+        assert client.get("/api/images").status_code == 401  # the stale cookie alone: refused
