@@ -9,12 +9,17 @@ constant time, every one of them, so the time taken says nothing of which came c
 Without a token, a browser asking for a page gets the sign-in form (401); anything else gets
 the JSON error. Signing in is `POST /api/session` with the token as the `token` field (a form,
 so the page needs no script: the gallery's Content-Security-Policy allows none inline).
+
+Every wrong token counts against the client that sent it (api.guesses): a few cost nothing,
+then its tokens are answered 429 for a growing time. A request without any token is no guess.
 """
 
 from __future__ import annotations
 
 import hmac
 import html
+import math
+from collections.abc import Sequence
 from http.cookies import SimpleCookie
 
 from starlette.requests import Request
@@ -22,7 +27,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.context import context
-from api.errors import Unauthorized, error_response
+from api.errors import TooManyRequests, Unauthorized, error_response
+from api.guesses import FailedGuesses, client_address
 from models.config import ApiConfig
 
 COOKIE = "htx_read_token"
@@ -32,6 +38,7 @@ COOKIE_MAX_AGE_S = 365 * 24 * 3600
 OPEN_PATHS = frozenset({"/healthz", "/api/session"})
 OPEN_PREFIX = "/static/"
 NEEDS_TOKEN = "This server needs its read token: send Authorization: Bearer <token>."
+TOO_MANY = "Too many wrong tokens from this address: try again in {seconds} s."
 
 
 def bearer_token(header: str) -> str | None:
@@ -48,6 +55,27 @@ def token_matches(given: str, tokens: tuple[str, ...]) -> bool:
     return found
 
 
+def held_back(guesses: FailedGuesses, client: str) -> TooManyRequests | None:
+    """The 429 for a client that must wait before its next token is checked; None if it need not."""
+    wait = guesses.retry_after(client)
+    return TooManyRequests(TOO_MANY.format(seconds=max(1, math.ceil(wait))), wait) if wait > 0 else None
+
+
+def check_guess(guesses: FailedGuesses, client: str, given: Sequence[str], tokens: tuple[str, ...]) -> bool:
+    """Whether one of the tokens `given` is one of `tokens`; when none is, that counts once
+    against `client` (a stale cookie beside a right header is no guess). Raises
+    TooManyRequests, without looking at `given`, while the client is held back."""
+    refusal = held_back(guesses, client)
+    if refusal is not None:
+        raise refusal
+    found = False
+    for token in given:  # every one, as token_matches compares every token: in constant time
+        found |= token_matches(token, tokens)
+    if not found:
+        guesses.failed(client)
+    return found
+
+
 def _read_tokens(api: ApiConfig) -> tuple[str, ...]:
     """The tokens that may read; () when reading is open."""
     return tuple(token for token in (api.read_token, api.upload_token) if token) if api.read_token else ()
@@ -56,9 +84,10 @@ def _read_tokens(api: ApiConfig) -> tuple[str, ...]:
 class ReadTokenCheck:
     """ASGI middleware: the read token on every request but OPEN_PATHS, when one is set."""
 
-    def __init__(self, app: ASGIApp, api: ApiConfig) -> None:
+    def __init__(self, app: ASGIApp, api: ApiConfig, guesses: FailedGuesses) -> None:
         self.app = app
         self.tokens = _read_tokens(api)
+        self.guesses = guesses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -67,8 +96,16 @@ class ReadTokenCheck:
             or not self.tokens
             or path in OPEN_PATHS
             or path.startswith(OPEN_PREFIX)
-            or self._carries_token(scope)
         ):
+            await self.app(scope, receive, send)
+            return
+        given = self._given_tokens(scope)
+        try:
+            accepted = bool(given) and check_guess(self.guesses, client_address(scope), given, self.tokens)
+        except TooManyRequests as error:
+            await error_response(error.status_code, error.message, error.headers)(scope, receive, send)
+            return
+        if accepted:
             await self.app(scope, receive, send)
             return
         accept = next((value for name, value in scope["headers"] if name == b"accept"), b"")
@@ -78,17 +115,20 @@ class ReadTokenCheck:
             response = error_response(401, NEEDS_TOKEN, {"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
 
-    def _carries_token(self, scope: Scope) -> bool:
+    @staticmethod
+    def _given_tokens(scope: Scope) -> list[str]:
+        """The tokens the request carries: a Bearer header's, the sign-in cookie's."""
+        given = []
         for name, value in scope["headers"]:
             if name == b"authorization":
-                given = bearer_token(value.decode("latin-1"))
-                if given is not None and token_matches(given, self.tokens):
-                    return True
+                token = bearer_token(value.decode("latin-1"))
+                if token is not None:
+                    given.append(token)
             elif name == b"cookie":
                 morsel = SimpleCookie(value.decode("latin-1")).get(COOKIE)
-                if morsel is not None and token_matches(morsel.value, self.tokens):
-                    return True
-        return False
+                if morsel is not None:
+                    given.append(morsel.value)
+        return given
 
 
 async def sign_in(request: Request) -> Response:
@@ -105,13 +145,26 @@ async def sign_in(request: Request) -> Response:
         description: signed in (or no read token is set); the cookie is set and the answer leads to the gallery
       401:
         description: not the read token
+      429:
+        description: too many wrong tokens from this address lately; Retry-After says when to try again
     """
-    api = context(request).config.api
+    ctx = context(request)
+    api = ctx.config.api
     tokens = _read_tokens(api)
     form = await request.form()
     given = str(form.get("token") or "")
-    if tokens and not token_matches(given, tokens):
-        if "text/html" in request.headers.get("accept", ""):  # the form, in a browser: ask again
+    in_browser = "text/html" in request.headers.get("accept", "")  # the form, in a browser: ask again
+    try:
+        accepted = not tokens or check_guess(ctx.guesses, client_address(request.scope), [given], tokens)
+    except TooManyRequests as error:
+        if not in_browser:
+            raise
+        page = sign_in_page(request.scope.get("root_path", ""), problem=error.message)
+        page.status_code = error.status_code
+        page.headers.update(error.headers)
+        return page
+    if not accepted:
+        if in_browser:
             return sign_in_page(request.scope.get("root_path", ""), problem="That token was not accepted.")
         raise Unauthorized("That is not this server's read token.")
     response = RedirectResponse(f"{request.scope.get('root_path', '')}/", status_code=303)

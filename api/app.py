@@ -71,7 +71,7 @@ def create_app(config: Config) -> Starlette:
         middleware=[
             Middleware(RequestMetrics, registry=metrics_registry),
             Middleware(HostAndOriginCheck, api=config.api),
-            Middleware(ReadTokenCheck, api=config.api),
+            Middleware(ReadTokenCheck, api=config.api, guesses=context.guesses),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -17,6 +17,7 @@ from starlette.datastructures import URL
 from starlette.requests import Request
 
 from api.errors import DATABASE_UNAVAILABLE, ServiceUnavailable
+from api.guesses import FailedGuesses
 from models import queries
 from models.config import Config
 from models.db import READER_POOL_SIZE, make_engine, missing_database
@@ -201,6 +202,8 @@ class ApiContext:
     reader: Reader | None = None
     writer: Writer | None = None
     stats: CachedStats | None = None
+    # Wrong tokens by client address, for every place a token is checked (api.access).
+    guesses: FailedGuesses = field(default_factory=FailedGuesses)
 
 
 def context(request: Request) -> ApiContext:

@@ -8,6 +8,7 @@ unexpected, which is logged here with its traceback and answered as a bare 500.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from collections.abc import Mapping
 
@@ -53,6 +54,13 @@ class Unauthorized(ApiError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="htx"'})
+
+
+class TooManyRequests(ApiError):
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
 
 
 class NotFound(ApiError):

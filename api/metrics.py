@@ -21,13 +21,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.context import reader
+from api.context import context, reader
 from models import queries
 from models.caption_batches import SECONDS_BUCKETS, SIZE_BUCKETS, CaptionBatches
 
 REQUEST_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # The route label of a request no route matched: one series, whatever the paths asked for.
 UNMATCHED = "unmatched"
+# What a worker not stopped may be (models.queries.DaemonStatus.state); each has its series.
+WORKER_STATES = ("running", "stale", "gone")
 
 
 class RequestMetrics:
@@ -88,9 +90,10 @@ class RequestMetrics:
 class _Snapshot:
     """The database's figures as Prometheus metric families (a prometheus_client collector)."""
 
-    def __init__(self, figures: queries.Metrics, now: datetime) -> None:
+    def __init__(self, figures: queries.Metrics, now: datetime, lease_s: float) -> None:
         self.figures = figures
         self.now = now
+        self.lease_s = lease_s  # pipeline.lease_s: a worker silent longer is "gone"
 
     def collect(self) -> Iterator[Metric]:
         figures = self.figures
@@ -120,12 +123,20 @@ class _Snapshot:
         workers = self.figures.workers
         age = GaugeMetricFamily("htx_worker_heartbeat_age_seconds", "Seconds since each daemon last said it is alive", labels=["worker", "roles"])
         up = GaugeMetricFamily("htx_worker_up", "1 while a daemon's heartbeat is recent, else 0", labels=["worker"])
+        states = GaugeMetricFamily(
+            "htx_worker_state",
+            "1 for each daemon's state: running, stale (two heartbeats missed), gone (none for a lease)",
+            labels=["worker", "state"],
+        )
         holding = GaugeMetricFamily("htx_worker_holding_images", "Images a daemon has claimed now", labels=["worker"])
         sizes = HistogramMetricFamily("htx_caption_batch_size", "Images per caption batch, since the daemon started", labels=["worker"])
         durations = HistogramMetricFamily("htx_caption_batch_seconds", "Model time per caption batch, since the daemon started", labels=["worker"])
         for worker in workers:
             age.add_metric([worker.name, worker.roles or ""], max(0.0, worker.status.heartbeat_age_s(self.now)))
-            up.add_metric([worker.name], 1 if worker.status.state(self.now) == "running" else 0)
+            state = worker.status.state(self.now, self.lease_s)
+            up.add_metric([worker.name], 1 if state == "running" else 0)
+            for known in WORKER_STATES:
+                states.add_metric([worker.name, known], 1 if state == known else 0)
             holding.add_metric([worker.name], worker.holding)
             batches = CaptionBatches.from_json(worker.caption_batches)
             if batches is not None:
@@ -133,7 +144,7 @@ class _Snapshot:
                 durations.add_metric(
                     [worker.name], _buckets(SECONDS_BUCKETS, _cumulative(batches.durations), batches.batches), batches.seconds
                 )
-        yield from (age, up, holding, sizes, durations)
+        yield from (age, up, states, holding, sizes, durations)
 
 
 def _cumulative(counts: list[int]) -> list[int]:
@@ -177,5 +188,6 @@ async def get_metrics(request: Request) -> Response:
     now = datetime.now(UTC).replace(tzinfo=None)
     figures = await reader(request).run_apart(queries.metrics, now=now)
     registry = request.app.state.metrics_registry
-    body = generate_latest(_Both(registry, _Snapshot(figures, now)))  # type: ignore[arg-type]
+    lease_s = context(request).config.pipeline.lease_s
+    body = generate_latest(_Both(registry, _Snapshot(figures, now, lease_s)))  # type: ignore[arg-type]
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -386,7 +386,9 @@ async def get_stats(request: Request) -> Response:
                 made_at = time.monotonic()
                 now_utc = _utcnow()
                 stats = await db.run(queries.stats, now=now_utc)
-                answer = serialize.stats(stats, now_utc, captions_configured=ctx.config.caption.model != "none")
+                answer = serialize.stats(
+                    stats, now_utc, captions_configured=ctx.config.caption.model != "none", lease_s=ctx.config.pipeline.lease_s
+                )
                 cached = ctx.stats = CachedStats(key, made_at, answer, serialize.dumps(answer))
     assert cached is not None
     problem = cached.stats["problem"] or data_disk_problem(ctx.config.data_dir)

@@ -133,8 +133,9 @@ def _rate(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
-def stats(stats: Stats, now: datetime, *, captions_configured: bool = True) -> dict[str, Any]:
-    """The answer of /api/stats; `now` (naive UTC) ages the workers' heartbeats."""
+def stats(stats: Stats, now: datetime, *, captions_configured: bool = True, lease_s: float | None = None) -> dict[str, Any]:
+    """The answer of /api/stats; `now` (naive UTC) ages the workers' heartbeats, and one
+    heard from last over `lease_s` ago (pipeline.lease_s) is "gone"."""
     finished = stats.finished
     return {
         "total": stats.total,
@@ -155,7 +156,7 @@ def stats(stats: Stats, now: datetime, *, captions_configured: bool = True) -> d
         },
         "caption": caption_json(stats, configured=captions_configured),
         "problem": stats.problem,
-        "workers": [worker_json(worker, now) for worker in stats.workers],
+        "workers": [worker_json(worker, now, lease_s) for worker in stats.workers],
     }
 
 
@@ -192,11 +193,11 @@ def caption_json(stats: Stats, *, configured: bool) -> dict[str, Any]:
     }
 
 
-def worker_json(worker: Worker, now: datetime) -> dict[str, Any]:
+def worker_json(worker: Worker, now: datetime, lease_s: float | None = None) -> dict[str, Any]:
     return {
         "name": worker.name,
         "roles": worker.roles.split() if worker.roles else [],
-        "state": worker.status.state(now),
+        "state": worker.status.state(now, lease_s),
         "heartbeat_age_s": round(max(0.0, worker.status.heartbeat_age_s(now)), 1),
         "holding": worker.holding,
         "processed_last_hour": worker.processed_last_hour,

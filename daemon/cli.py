@@ -79,6 +79,9 @@ def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"htx: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except ingest.IngestError as error:
+        print(f"htx ingest: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     if not args.wait:
         print(f"{len(copied)} file(s) copied into {config.inbox_dir}")
         return EXIT_OK
@@ -162,7 +165,9 @@ def cmd_stats(config: Config, args: argparse.Namespace) -> int:
     try:
         with engine.connect() as connection:
             now = utcnow()
-            lines = stats_table(queries.stats(connection, now=now), queries.daemon_status(connection), now=now)
+            lines = stats_table(
+                queries.stats(connection, now=now), queries.daemon_status(connection), now=now, lease_s=config.pipeline.lease_s
+            )
     finally:
         engine.dispose()
     print("\n".join(lines))

@@ -32,6 +32,16 @@ from models.tables import Image
 POLL_S = 0.25
 
 
+class IngestError(Exception):
+    """A file or folder that could not be read or copied; the message says which, and why."""
+
+
+def _refuse(error: OSError) -> None:
+    """os.walk's onerror: a folder it may not list stops the ingest, rather than being skipped
+    in silence (its files would be missing, and nothing would say so)."""
+    raise error
+
+
 @dataclass(frozen=True)
 class Copied:
     source: Path
@@ -45,7 +55,7 @@ def collect(paths: list[Path], rules: IgnoreRules) -> list[tuple[Path, Path]]:
     found = []
     for path in paths:
         if path.is_dir():
-            for folder, subfolders, names in os.walk(path):
+            for folder, subfolders, names in os.walk(path, onerror=_refuse):
                 subfolders[:] = sorted(name for name in subfolders if not rules.ignored_name(name))
                 for name in sorted(names):
                     if not rules.ignored_name(name):
@@ -90,12 +100,21 @@ def _free_name(destination: Path) -> Path:
 
 
 def ingest(paths: list[Path], config: Config, *, out: TextIO) -> list[Copied]:
-    files = collect(paths, IgnoreRules(config.watch.ignore))
-    total = sum(source.stat().st_size for source, _ in files)
-    copied = []
-    with tqdm(total=total, unit="B", unit_scale=True, desc=f"copying {len(files)} file(s)", file=out) as progress:
-        for source, relative in files:
-            copied.append(copy_into_inbox(source, relative, config.inbox_dir, progress))
+    """Copy the files named, and those inside the folders named, into the inbox. Raises
+    FileNotFoundError for a path that is not there, IngestError for one that cannot be read
+    (or copied), saying how many files were copied before it."""
+    copied: list[Copied] = []
+    try:
+        files = collect(paths, IgnoreRules(config.watch.ignore))
+        total = sum(source.stat().st_size for source, _ in files)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"copying {len(files)} file(s)", file=out) as progress:
+            for source, relative in files:
+                copied.append(copy_into_inbox(source, relative, config.inbox_dir, progress))
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        before = f" ({len(copied)} file(s) copied into the inbox before it)" if copied else ""
+        raise IngestError(f"{error.strerror or error}: {error.filename}{before}") from None
     return copied
 
 

@@ -15,8 +15,9 @@ def _share(part: int, whole: int) -> str:
     return f"{100 * part / whole:5.1f} %" if whole else "    - "
 
 
-def stats_table(stats: Stats, daemon: DaemonStatus | None, *, now: datetime) -> list[str]:
-    """Lines of the table; `now` is naive UTC, like the stored times."""
+def stats_table(stats: Stats, daemon: DaemonStatus | None, *, now: datetime, lease_s: float | None = None) -> list[str]:
+    """Lines of the table; `now` is naive UTC, like the stored times; a worker heard from last
+    over `lease_s` ago (pipeline.lease_s) is "gone"."""
     finished = stats.finished
     lines = [f"{'images':<14}{stats.total:>10,}"]
     for status in ("done", "failed", "pending", "processing"):
@@ -49,7 +50,7 @@ def stats_table(stats: Stats, daemon: DaemonStatus | None, *, now: datetime) -> 
         lines += ["", f"{'workers':<24}{'state':>10}{'holding':>10}{'last hour':>12}  roles"]
         for worker in stats.workers:
             lines.append(
-                f"  {worker.name:<22}{worker.status.state(now):>10}{worker.holding:>10,}"
+                f"  {worker.name:<22}{worker.status.state(now, lease_s):>10}{worker.holding:>10,}"
                 f"{worker.processed_last_hour:>12,}  {worker.roles or ''}"
             )
     return lines

@@ -24,6 +24,8 @@ UPLOAD_TOKEN_ENV = "HTX_UPLOAD_TOKEN"
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 ROLES = ("watch", "thumbnails", "captions")
 DEFAULT_CONFIG_NAME = "config.toml"
+# A token is all that stands between the network and the images: a short one is guessed.
+MIN_TOKEN_CHARS = 16
 
 
 class ConfigError(Exception):
@@ -249,6 +251,13 @@ def _check_relations(config: Config) -> None:
             "database.url: expected sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE, "
             f"got a URL starting {config.database.url[:12]!r}"
         )
+    for key, variable in (("read_token", READ_TOKEN_ENV), ("upload_token", UPLOAD_TOKEN_ENV)):
+        token = getattr(config.api, key)
+        if token and len(token) < MIN_TOKEN_CHARS:  # the token itself is never shown
+            raise ConfigError(
+                f"api.{key} (or ${variable}): must be at least {MIN_TOKEN_CHARS} characters, got {len(token)}; "
+                'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(24))"'
+            )
     if config.api.port > 65535:
         raise ConfigError(f"api.port: must be at most 65535, got {config.api.port}")
     device = config.caption.device

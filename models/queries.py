@@ -408,9 +408,9 @@ def _pg_search_older(before: bool, status: str | None) -> Select:
     return select(*_SUMMARY_COLUMNS).where(images.c.id.in_(newest.scalar_subquery())).order_by(images.c.id.desc())
 
 
-# The daemon writes its heartbeat every 5 s (daemon.service.HEARTBEAT_S): one older than this
-# means it is not running.
-HEARTBEAT_STALE_S = 30.0
+# The daemon writes its heartbeat every 5 s (daemon.service.HEARTBEAT_S): one older than two
+# of them means it is not running (killed, hung, or unable to write the database).
+HEARTBEAT_STALE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -429,12 +429,17 @@ class DaemonStatus:
         """Seconds since the last heartbeat; `now` is naive UTC, as stored."""
         return (now - self.heartbeat_at).total_seconds()
 
-    def state(self, now: datetime) -> str:
-        """"running", "stopped" (a clean stop), or "stale" (no heartbeat for a while: killed,
-        hung, or unable to write the database)."""
+    def state(self, now: datetime, lease_s: float | None = None) -> str:
+        """"running"; "stopped" (a clean stop); "stale": no heartbeat for two of them (killed,
+        hung, or unable to write the database); "gone": none for longer than a claim's lease
+        (pipeline.lease_s), so its images have gone back to the others. Without `lease_s`,
+        never "gone"."""
         if self.stopped_at is not None:
             return "stopped"
-        return "stale" if self.heartbeat_age_s(now) > HEARTBEAT_STALE_S else "running"
+        age = self.heartbeat_age_s(now)
+        if lease_s is not None and age > lease_s:
+            return "gone"
+        return "stale" if age > HEARTBEAT_STALE_S else "running"
 
 
 # The daemon to report: a running one if any (newest heartbeat first), else the last to stop.

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from api.access import COOKIE
 from models import config as config_module
 from models.config import Config
 from tests.api.conftest import ingest, serve
+from tests.helpers import wait_for
 
-READ = "read-token-1"
-UPLOAD = "upload-token-2"
+READ = "read-token-number-1"
+UPLOAD = "upload-token-number-2"
 
 
 @pytest.fixture
@@ -72,3 +75,44 @@ def test_without_a_read_token_reading_is_open(config: Config) -> None:
     with serve(config) as client:
         assert client.get("/api/images/1").status_code == 200
         assert client.post("/api/session", data={}, follow_redirects=False).status_code == 303
+
+
+def test_wrong_tokens_anywhere_hold_the_client_back_and_are_logged_once(guarded: Config, caplog) -> None:
+    read = {"Authorization": f"Bearer {READ}"}
+    upload = {"Authorization": f"Bearer {UPLOAD}"}
+    with serve(guarded) as client, caplog.at_level(logging.WARNING, logger="htx.api.access"):
+        assert client.get("/api/images").status_code == 401  # no token: no guess
+        # Wrong tokens of every kind count together: the read token, the sign-in, the upload token.
+        for _ in range(2):
+            assert client.get("/api/images", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert client.post("/api/session", data={"token": "wrong"}).status_code == 401
+        assert client.delete("/api/images/1", headers=read).status_code == 401  # reads, is not the upload token
+        assert client.get("/api/images", headers=read).status_code == 200  # 5 free mistakes so far
+        assert client.get("/api/images", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+        # Held back now: even the right tokens are not looked at.
+        for response in (
+            client.get("/api/images", headers=read),
+            client.post("/api/session", data={"token": READ}, follow_redirects=False),
+            client.delete("/api/images/1", headers=upload),
+        ):
+            assert response.status_code == 429, response.request.url
+            assert response.json()["error"].startswith("Too many wrong tokens from this address: try again in ")
+            assert int(response.headers["retry-after"]) >= 1
+        browser = client.post("/api/session", data={"token": READ}, headers={"Accept": "text/html"})
+        assert browser.status_code == 429 and "Too many wrong tokens" in browser.text and "<form" in browser.text
+        assert client.get("/api/images").status_code == 401  # still no guess without a token
+        assert client.get("/healthz").status_code == 200
+
+        # The hold is short at first: waiting as told lets the right token in.
+        wait_for(lambda: client.get("/api/images", headers=read).status_code == 200, what="the hold to end")
+    warnings = [record.getMessage() for record in caplog.records if record.name == "htx.api.access"]
+    assert len(warnings) == 1 and warnings[0].startswith("6 wrong tokens from testclient in a short time"), warnings
+
+
+def test_a_stale_cookie_beside_the_right_header_is_no_guess(guarded: Config) -> None:
+    with serve(guarded) as client:
+        client.cookies.set(COOKIE, "the-token-before-it-was-changed")
+        for _ in range(20):
+            assert client.get("/api/images", headers={"Authorization": f"Bearer {READ}"}).status_code == 200
+        assert client.get("/api/images").status_code == 401  # the stale cookie alone: refused

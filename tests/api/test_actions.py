@@ -17,7 +17,8 @@ from tests.api.conftest import insert_pending, serve, wait_status
 from tests.api.live import Htx, write_config
 from tests.helpers import CORPUS_DIR, read_images, wait_for
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-upload-token"
+READER = "reader-token-of-this-test"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -164,13 +165,13 @@ def test_changes_need_the_upload_token_and_reading_does_not(make_config, start_d
 
 
 def test_through_a_real_htx_run(tmp_path: Path) -> None:
-    htx = Htx(write_config(tmp_path / "htx", upload_token=TOKEN, read_token="reader"), "run")
+    htx = Htx(write_config(tmp_path / "htx", upload_token=TOKEN, read_token=READER), "run")
     try:
         htx.wait_healthy()
         body = (CORPUS_DIR / "flower.jpg").read_bytes()
         # The upload token reads too: this client carries it on every request.
         with httpx.Client(base_url=htx.base_url, timeout=10, headers=AUTH) as client:
-            reading = {"Authorization": "Bearer reader"}
+            reading = {"Authorization": f"Bearer {READER}"}
             assert httpx.get(f"{htx.base_url}/api/images", timeout=10).status_code == 401
             assert httpx.get(f"{htx.base_url}/healthz", timeout=10).status_code == 200
             assert client.get("/api/images", headers=reading).status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,40 @@ def test_caption_batches_are_counted_per_worker(make_config, start_daemon, tiny_
     assert found[("htx_caption_batch_size_bucket", (("le", "4.0"), *worker))] == batches
     assert found[("htx_caption_batch_seconds_count", worker)] == batches
     assert found[("htx_caption_batch_seconds_sum", worker)] > 0
+
+
+def test_a_silent_worker_is_stale_then_gone_in_stats_metrics_and_htx_stats(config: Config, start_daemon, tmp_path, capsys) -> None:
+    from daemon.cli import main
+    from daemon.database.records import utcnow
+    from models.db import make_engine
+    from models.tables import DaemonState
+    from tests.helpers import write_config_file
+
+    daemon = start_daemon(config)
+    daemon.heartbeat()
+    # Two workers that stopped beating without a clean stop (killed): one two heartbeats ago
+    # and more, one longer ago than a lease (pipeline.lease_s, 60 s here).
+    engine = make_engine(config.database_url)
+    now = utcnow()
+    with engine.begin() as connection:
+        for pid, seconds_ago in ((101, 15), (102, config.pipeline.lease_s + 30)):
+            heard = now - timedelta(seconds=seconds_ago)
+            connection.execute(
+                DaemonState.__table__.insert().values(host="elsewhere", pid=pid, roles="thumbnails", started_at=heard, heartbeat_at=heard)
+            )
+    engine.dispose()
+    expected = {daemon.worker_name: "running", "elsewhere:101": "stale", "elsewhere:102": "gone"}
+
+    with serve(config) as client:
+        stats = client.get("/api/stats").json()
+        metrics = samples(client.get("/metrics").text)
+
+    assert {worker["name"]: worker["state"] for worker in stats["workers"]} == expected
+    for name, state in expected.items():
+        assert metrics[("htx_worker_up", (("worker", name),))] == (1 if state == "running" else 0)
+        for known in ("running", "stale", "gone"):
+            assert metrics[("htx_worker_state", (("state", known), ("worker", name)))] == (1 if known == state else 0)
+
+    assert main(["--config", str(write_config_file(config, tmp_path / "htx.toml")), "stats"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("  ") and ":" in line}
+    assert rows == expected

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -55,6 +56,37 @@ def test_ingest_of_a_missing_path_is_a_usage_error(config: Config, tmp_path: Pat
     config_file = write_config_file(config, tmp_path / "htx.toml")
     assert main(["--config", str(config_file), "ingest", str(tmp_path / "nope")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def _without_root_powers(command: list[str]) -> list[str]:
+    """`command` as a user that file permissions apply to: the tests run as root, whom they do
+    not stop, so as root it runs without the capabilities that override them."""
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: no way to be refused a read")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", "--bounding-set", caps, "--inh-caps", caps, "--", *command]
+
+
+@pytest.mark.parametrize("unreadable", ["the folder", "a folder inside it", "a file inside it"])
+def test_ingest_of_what_it_may_not_read_says_so_in_one_line(config: Config, tmp_path: Path, unreadable: str) -> None:
+    config_file = write_config_file(config, tmp_path / "htx.toml")
+    folder = tmp_path / "photos"
+    (folder / "inner").mkdir(parents=True)
+    shutil.copyfile(CORPUS_DIR / "hopper.jpg", folder / "inner" / "hopper.jpg")
+    refused = {"the folder": folder, "a folder inside it": folder / "inner", "a file inside it": folder / "inner" / "hopper.jpg"}[unreadable]
+    refused.chmod(0)
+    try:
+        result = subprocess.run(
+            _without_root_powers(htx_command(config_file, "ingest", str(folder))), capture_output=True, text=True, timeout=60
+        )
+    finally:
+        refused.chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"htx ingest: Permission denied: {refused}"
+    assert "Traceback" not in result.stderr
+    assert not (config.inbox_dir / "photos" / "inner" / "hopper.jpg").exists()
 
 
 @pytest.mark.both_backends

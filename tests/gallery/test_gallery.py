@@ -265,7 +265,7 @@ def test_captions_locations_and_hostile_text(library: Htx, page: Any, console: C
 
 
 def test_the_page_asks_for_the_upload_token(tmp_path: Path, page: Any, console: Console) -> None:
-    htx = Htx(write_config(tmp_path, upload_token="open sesame"), "run")
+    htx = Htx(write_config(tmp_path, upload_token="open sesame, please"), "run")
     try:
         htx.wait_healthy()
         page.goto(f"{htx.base_url}/")
@@ -275,11 +275,11 @@ def test_the_page_asks_for_the_upload_token(tmp_path: Path, page: Any, console: 
         page.locator("#token").fill("wrong")
         token_dialog.locator("button", has_text="Continue").click()
         expect(page.locator("#token-reason")).to_contain_text("not accepted")  # asked again
-        page.locator("#token").fill("open sesame")
+        page.locator("#token").fill("open sesame, please")
         token_dialog.locator("button", has_text="Continue").click()
         expect(token_dialog).to_be_hidden()
         expect(page.locator('#grid .tile[data-status="done"]')).to_have_count(1, timeout=FINISH_S)
-        assert page.evaluate("() => sessionStorage.getItem('htx.uploadToken')") == "open sesame"
+        assert page.evaluate("() => sessionStorage.getItem('htx.uploadToken')") == "open sesame, please"
         # Refused uploads are logged by the browser as failed requests; nothing else may be.
         assert console.problems(allow=("401",)) == []
     finally:
@@ -287,7 +287,7 @@ def test_the_page_asks_for_the_upload_token(tmp_path: Path, page: Any, console: 
 
 
 def test_the_page_asks_for_the_read_token_once_and_thumbnails_load(tmp_path: Path, page: Any, console: Console) -> None:
-    config_file = write_config(tmp_path, read_token="let me read")
+    config_file = write_config(tmp_path, read_token="let me read, please")
     htx = Htx(config_file, "run")
     try:
         htx.wait_healthy()
@@ -300,7 +300,7 @@ def test_the_page_asks_for_the_read_token_once_and_thumbnails_load(tmp_path: Pat
         page.locator("#token").fill("wrong")
         page.locator("form button").click()
         expect(page.locator(".problem")).to_contain_text("not accepted")
-        page.locator("#token").fill("let me read")
+        page.locator("#token").fill("let me read, please")
         page.locator("form button").click()
 
         tile = page.locator('#grid .tile[data-status="done"]')

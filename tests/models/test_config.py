@@ -150,3 +150,22 @@ def test_check_config_never_prints_the_database_password(tmp_path: Path, monkeyp
     assert main(["--config", str(tmp_path / "htx.toml"), "check-config"]) == 0
     out = capsys.readouterr().out
     assert "s3cret" not in out and 'url = "postgresql+psycopg://htx:***@db.example.org/htx"' in out
+
+
+@pytest.mark.parametrize(("key", "variable"), [("read_token", "HTX_READ_TOKEN"), ("upload_token", "HTX_UPLOAD_TOKEN")])
+def test_a_token_shorter_than_16_characters_is_refused_naming_the_setting(
+    tmp_path: Path, monkeypatch, capsys, key: str, variable: str
+) -> None:
+    from daemon.cli import main
+
+    with pytest.raises(ConfigError, match=rf"api\.{key} \(or \${variable}\): must be at least 16 characters, got 15"):
+        config_module.parse({"api": {key: "x" * 15}}, base_dir=tmp_path)
+    assert config_module.parse({"api": {key: "x" * 16}}, base_dir=tmp_path).api == config_module.ApiConfig(**{key: "x" * 16})
+
+    # From the environment too, and check-config says so in one line without the token.
+    (tmp_path / "htx.toml").write_text("")
+    monkeypatch.setenv(variable, "hunter2")
+    assert main(["--config", str(tmp_path / "htx.toml"), "check-config"]) == 2
+    captured = capsys.readouterr()
+    assert f"api.{key} (or ${variable}): must be at least 16 characters, got 7" in captured.err
+    assert "hunter2" not in captured.out + captured.err and "Traceback" not in captured.err
