@@ -899,7 +899,7 @@ class Daemon:
         """Metadata and thumbnails done, the caption left to a process with that role: the
         original goes to the store, where that process reads it, and the image back in the
         queue for its last stage."""
-        if self._record_and_store(job, image_format, started, values | {"status": "pending", "stage": CAPTION}) is not None:
+        if self._record_and_store(job, image_format, started, values | {"status": "pending", "stage": CAPTION, "error": None, "error_kind": None}) is not None:
             self.writer.call(work_queue.announce)
 
     # -- captions -----------------------------------------------------------------------------
