@@ -16,13 +16,18 @@ from starlette.responses import FileResponse, Response
 
 from api import serialize
 from api.context import base_url, context, reader, writer
-from api.errors import Conflict, NotFound
+from api.errors import Conflict, InsufficientStorage, NotFound, ServiceUnavailable
 from api.params import etags, image_id_of
 from api.serialize import JsonResponse
 from api.uploads import check_token
 from models import actions, queries
+from models.trash import TrashUnavailable
 
 log = logging.getLogger("htx.api")
+
+_GONE = "The image's original is no longer stored on the server: it cannot be {action}. Drop the same file into the inbox again to put it back, or delete the image."
+TRASH_FULL = "The trash folder (paths.trash) is full: the image was not deleted. Make room there and try again."
+TRASH_BROKEN = "The trash folder (paths.trash) is not a folder the server can write to: the image was not deleted."
 
 _FORMAT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
 
@@ -83,14 +88,39 @@ async def delete_image(request: Request) -> Response:
         description: no image with this id
       409:
         description: the image is pending or processing; delete it once it is done or failed
+      503:
+        description: paths.trash is set but is not a writable folder; nothing was deleted
+      507:
+        description: paths.trash has no room for the original; nothing was deleted
     """
-    check_token(request, context(request).config)
-    image_id = image_id_of(request)
-    deleted = await writer(request).run(actions.delete_image, image_id)
-    if deleted is None:
-        await _unchanged(request, image_id, "deleted")
     config = context(request).config
-    await run_in_threadpool(actions.remove_files, deleted, config.data_dir, config.trash_dir)
+    check_token(request, config)
+    image_id = image_id_of(request)
+    image = await writer(request).run(actions.deletable_image, image_id)
+    if image is None:
+        await _unchanged(request, image_id, "deleted")
+    staged = None
+    if config.trash_dir is not None:
+        # Into the trash before the record goes: a trash that cannot take the original
+        # refuses the delete, and the record and its original stay as they were.
+        try:
+            staged = await run_in_threadpool(actions.stage_original, image, config.data_dir, config.trash_dir)
+        except TrashUnavailable as error:
+            log.warning("image %d: not deleted: %s", image_id, error)
+            if error.full:
+                raise InsufficientStorage(TRASH_FULL) from None
+            raise ServiceUnavailable(TRASH_BROKEN) from None
+    try:
+        deleted = await writer(request).run(actions.delete_image, image_id, image.original)
+    except BaseException:
+        if staged is not None:
+            await run_in_threadpool(staged.discard)
+        raise
+    if deleted is None:  # processed again or deleted meanwhile: the trash copy is not its file
+        if staged is not None:
+            await run_in_threadpool(staged.discard)
+        await _unchanged(request, image_id, "deleted")
+    await run_in_threadpool(actions.remove_files, deleted, config.data_dir, staged)
     log.info("image %d (sha256 %s): deleted", image_id, deleted.sha256[:12])
     return Response(status_code=204)
 
@@ -110,11 +140,15 @@ async def reprocess_image(request: Request) -> Response:
       404:
         description: no image with this id
       409:
-        description: the image is pending or processing already, or its original is not stored
+        description: the image is pending or processing already, or its original is no longer stored
     """
     check_token(request, context(request).config)
     image_id = image_id_of(request)
-    if not await writer(request).run(actions.mark_for_reprocessing, [image_id], failed_only=False):
+    data_dir = context(request).config.data_dir
+    reprocessing = await writer(request).run(actions.mark_for_reprocessing, [image_id], failed_only=False, data_dir=data_dir)
+    if reprocessing.gone:
+        raise Conflict(_GONE.format(action="processed again"))
+    if not reprocessing.marked:
         await _unchanged(request, image_id, "processed again")
     return _queued(request, image_id)
 
@@ -162,4 +196,4 @@ async def _unchanged(request: Request, image_id: int, action: str, *, allowed: t
         raise Conflict(f"The image is {status}: it can be {action} once it is {needs}.", headers={"Retry-After": "1"})
     if status not in allowed:
         raise Conflict(f"The image is {status}: only an image that is {needs} can be {action}.")
-    raise Conflict(f"The image's original is not stored on the server: it cannot be {action}.")
+    raise Conflict(_GONE.format(action=action))

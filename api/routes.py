@@ -304,7 +304,7 @@ async def get_thumbnail(request: Request) -> Response:
       400:
         description: '{"error": "Processing Failure"}: the image failed'
       404:
-        description: no image with this id, or no such size
+        description: no image with this id, no such size, or a done image without thumbnails
       409:
         description: not made yet (the image is still pending or processing)
     """
@@ -318,6 +318,8 @@ async def get_thumbnail(request: Request) -> Response:
     if row["status"] == "failed":
         raise BadRequest("Processing Failure")
     relative = row[f"thumb_{size}_path"]
+    if not relative and row["status"] == "done":
+        raise NotFound("This image has no thumbnails.")
     if not relative:
         raise Conflict("The thumbnail is not made yet: try again shortly.", headers={"Retry-After": "1"})
     path = context(request).config.data_dir / relative

@@ -134,12 +134,13 @@ def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     try:
         with engine.begin() as connection:
-            marked = actions.mark_for_reprocessing(connection, args.ids, failed_only=args.failed)
-            left = sorted(set(args.ids) - set(marked))
+            reprocessing = actions.mark_for_reprocessing(connection, args.ids, failed_only=args.failed, data_dir=config.data_dir)
+            # Named ids not queued, and any image of a --failed sweep left because its original is gone.
+            left = sorted((set(args.ids) - set(reprocessing.marked)) | set(reprocessing.gone))
             statuses = actions.image_statuses(connection, left)
     finally:
         engine.dispose()
-    print(f"{len(marked)} image(s) queued again; the running daemon takes them within seconds")
+    print(f"{len(reprocessing.marked)} image(s) queued again; the running daemon takes them within seconds")
     for image_id in left:
         status = statuses.get(image_id)
         if status is None:
@@ -149,7 +150,7 @@ def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
         elif args.failed and status != "failed":
             reason = f"it is {status}, not failed"
         else:
-            reason = "its original is not in the store"
+            reason = "its original is no longer stored (drop the same file into the inbox again to put it back, or delete the image)"
         print(f"htx reprocess: image {image_id} not queued: {reason}", file=sys.stderr)
     return EXIT_FAILURE if left else EXIT_OK
 

@@ -44,6 +44,13 @@ class MissingFile(PipelineError):
         super().__init__(message)
 
 
+class OriginalGone(MissingFile):
+    """An image queued again whose stored original is no longer in the data folder."""
+
+    def __init__(self) -> None:
+        super().__init__("its original is no longer stored; drop the same file into the inbox again to put it back")
+
+
 class SourceChanged(MissingFile):
     """The file was deleted or rewritten in place while it was processed: what was read is gone."""
 

@@ -52,6 +52,7 @@ from daemon.errors import (
     EnvironmentFault,
     MissingFile,
     NotRegularFile,
+    OriginalGone,
     PipelineError,
     SourceChanged,
     database_fault,
@@ -801,9 +802,28 @@ class Daemon:
         return job
 
     def _record_missing(self, known: records.KnownImage) -> None:
-        error = MissingFile()
-        if self.writer.call_statement(work_queue.finish, self.worker_id, known.id, records.failure_values(error) | self._by_me()):
-            log.warning("image %d %s: failed: %s", known.id, known.filename, error.message)
+        if known.inbox_path is not None or known.stored_path is None:
+            self._finish_missing(known, records.failure_values(MissingFile()))
+        elif known.error_kind is not None:
+            # Failed before and queued again: its first reason is what is wrong with the image.
+            # The stored path stays, so the same bytes dropped again go back in their place.
+            self._finish_missing(known, {"status": "failed", "stage": None, "inbox_path": None, "processed_at": records.utcnow()})
+        else:
+            # Done before: a failed image has no thumbnails (the API answers so for it), and the
+            # caption and metadata stay as they were read from the same bytes.
+            values = records.failure_values(OriginalGone()) | {"stage": None} | records.NO_THUMBNAILS
+            if self._finish_missing(known, values):
+                self._remove_thumbnails(known.sha256)
+
+    def _finish_missing(self, known: records.KnownImage, values: dict) -> bool:
+        if not self.writer.call_statement(work_queue.finish, self.worker_id, known.id, values | self._by_me()):
+            return False
+        log.warning("image %d %s: failed: %s", known.id, known.filename, values.get("error") or OriginalGone().message)
+        return True
+
+    def _remove_thumbnails(self, sha256: str) -> None:
+        for thumbnail in (self.config.thumbnails_dir / sha256[:2]).glob(f"{sha256}-*"):
+            thumbnail.unlink(missing_ok=True)
 
     def _by_me(self) -> dict[str, str]:
         return {"processed_by": self.worker_name}
@@ -879,7 +899,7 @@ class Daemon:
         """Metadata and thumbnails done, the caption left to a process with that role: the
         original goes to the store, where that process reads it, and the image back in the
         queue for its last stage."""
-        if self._record_and_store(job, image_format, started, values | {"status": "pending", "stage": CAPTION}) is not None:
+        if self._record_and_store(job, image_format, started, values | {"status": "pending", "stage": CAPTION, "error": None, "error_kind": None}) is not None:
             self.writer.call(work_queue.announce)
 
     # -- captions -----------------------------------------------------------------------------
@@ -995,8 +1015,7 @@ class Daemon:
     def _drop_rewritten(self, job: Job) -> None:
         if not self.writer.call_statement(work_queue.drop, self.worker_id, job.image_id):
             return
-        for thumbnail in (self.config.thumbnails_dir / job.sha256[:2]).glob(f"{job.sha256}-*"):
-            thumbnail.unlink(missing_ok=True)
+        self._remove_thumbnails(job.sha256)
         log.info("image %d %s: rewritten since it was hashed; the new content is taken instead", job.image_id, job.filename)
         watcher = self.watcher
         if watcher is not None:

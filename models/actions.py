@@ -8,13 +8,14 @@ happens once or not at all: a crash before the commit leaves the image as it was
 
 from __future__ import annotations
 
-import shutil
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, Row, delete, select, update
 
+from models import trash
 from models.names import ERROR_NOTE_SUFFIX, error_note
 from models.tables import Image
 
@@ -23,18 +24,41 @@ images = Image.__table__
 FINISHED = ("done", "failed")
 
 
-def mark_for_reprocessing(connection: Connection, image_ids: Sequence[int], *, failed_only: bool) -> list[int]:
+@dataclass(frozen=True)
+class Reprocessing:
+    """What a reprocess did: the ids marked, and the finished images asked for that were left
+    as they were because their stored original is no longer in the data folder."""
+
+    marked: list[int]
+    gone: list[int]
+
+
+def mark_for_reprocessing(
+    connection: Connection, image_ids: Sequence[int], *, failed_only: bool, data_dir: Path
+) -> Reprocessing:
     """Finished images back to `pending`, to be processed again from their stored original.
 
-    The daemon queues such rows within a heartbeat. Returns the ids marked.
+    An image whose original is no longer stored is left as it is: processing it again could
+    only fail, and would put "the file disappeared" over the reason it has. The daemon queues
+    the rows marked within a heartbeat.
     """
-    query = update(images).where(images.c.status.in_(FINISHED), images.c.stored_path.is_not(None))
+    query = select(images.c.id, images.c.stored_path).where(images.c.status.in_(FINISHED), images.c.stored_path.is_not(None))
     if image_ids:
         query = query.where(images.c.id.in_(list(image_ids)))
     if failed_only:
         query = query.where(images.c.status == "failed")
-    marked = connection.execute(query.values(status="pending", stage=None, inbox_path=None).returning(images.c.id))
-    return sorted(row.id for row in marked)
+    found = connection.execute(query).all()
+    present = [row.id for row in found if os.path.isfile(data_dir / row.stored_path)]
+    gone = sorted(row.id for row in found if row.id not in set(present))
+    if not present:
+        return Reprocessing([], gone)
+    marked = connection.execute(
+        update(images)
+        .where(images.c.id.in_(present), images.c.status.in_(FINISHED), images.c.stored_path.is_not(None))
+        .values(status="pending", stage=None, inbox_path=None)
+        .returning(images.c.id)
+    )
+    return Reprocessing(sorted(row.id for row in marked), gone)
 
 
 def mark_for_recaption(connection: Connection, image_ids: Sequence[int]) -> list[int]:
@@ -65,43 +89,61 @@ class DeletedImage:
     thumbnails: tuple[str, ...]
 
 
-def delete_image(connection: Connection, image_id: int) -> DeletedImage | None:
-    """Remove the record of a finished image (its search entry and totals follow, by trigger);
-    None when there is no finished image of that id. Its files are the caller's to remove,
-    after the commit: a crash in between leaves files without a record, never a record
-    without its files."""
+def deletable_image(connection: Connection, image_id: int) -> DeletedImage | None:
+    """The files of a finished image, as a delete would leave them; None when there is no
+    finished image of that id. Read before the delete, to put its original in the trash."""
+    query = select(
+        images.c.sha256, images.c.stored_path, images.c.thumb_small_path, images.c.thumb_medium_path
+    ).where(images.c.id == image_id, images.c.status.in_(FINISHED))
+    row = connection.execute(query).first()
+    return None if row is None else _deleted(image_id, row)
+
+
+def delete_image(connection: Connection, image_id: int, stored_path: str | None) -> DeletedImage | None:
+    """Remove the record of a finished image whose original is still `stored_path` (as
+    `deletable_image` read it: the trash holds that file); its search entry and totals follow,
+    by trigger. None when there is no such image (it was processed again meanwhile, or is gone).
+    Its files are the caller's to remove, after the commit: a crash in between leaves files
+    without a record, never a record without its files."""
     query = (
         delete(images)
-        .where(images.c.id == image_id, images.c.status.in_(FINISHED))
+        .where(images.c.id == image_id, images.c.status.in_(FINISHED), images.c.stored_path.is_not_distinct_from(stored_path))
         .returning(images.c.sha256, images.c.stored_path, images.c.thumb_small_path, images.c.thumb_medium_path)
     )
     row = connection.execute(query).first()
-    if row is None:
-        return None
+    return None if row is None else _deleted(image_id, row)
+
+
+def _deleted(image_id: int, row: Row) -> DeletedImage:
     thumbnails = tuple(path for path in (row.thumb_small_path, row.thumb_medium_path) if path)
     return DeletedImage(image_id, row.sha256, row.stored_path, thumbnails)
 
 
-def remove_files(deleted: DeletedImage, data_dir: Path, trash_dir: Path | None) -> None:
-    """A deleted record's thumbnails, and its original removed or moved to `trash_dir`.
+def stage_original(image: DeletedImage, data_dir: Path, trash_dir: Path) -> trash.Staged:
+    """A finished image's original (and the note of why it failed) put in `trash_dir` under
+    temporary names, before its record is deleted; trash.TrashUnavailable when the trash cannot
+    take them, and then nothing has changed. Named by the record's id: never two originals on
+    one name."""
+    if image.original is None:
+        return trash.Staged()
+    original = data_dir / image.original
+    name = f"{image.id}-{original.name}"
+    return trash.stage([(original, name), (error_note(original), name + ERROR_NOTE_SUFFIX)], trash_dir)
+
+
+def remove_files(deleted: DeletedImage, data_dir: Path, staged: trash.Staged | None) -> None:
+    """A deleted record's thumbnails, and its original removed, or, `staged` in the trash,
+    given its name there.
 
     Files already gone are no error: a delete that crashed after its commit may be repeated
     by hand, or the files were never made.
     """
     for thumbnail in deleted.thumbnails:
         (data_dir / thumbnail).unlink(missing_ok=True)
-    if deleted.original is None:
+    if staged is not None:
+        staged.keep()
         return
-    original = data_dir / deleted.original
-    note = error_note(original)
-    if trash_dir is None:
+    if deleted.original is not None:
+        original = data_dir / deleted.original
         original.unlink(missing_ok=True)
-        note.unlink(missing_ok=True)
-        return
-    trash_dir.mkdir(parents=True, exist_ok=True)
-    # Named by the record's id: never two originals on one name.
-    for source, suffix in ((original, ""), (note, ERROR_NOTE_SUFFIX)):
-        try:
-            shutil.move(source, trash_dir / f"{deleted.id}-{original.name}{suffix}")
-        except FileNotFoundError:
-            pass
+        error_note(original).unlink(missing_ok=True)

@@ -113,6 +113,12 @@ def images_to_recaption(connection: Connection, *, missing: bool, ids: Sequence[
     return [StoredImage(*row) for row in connection.execute(query.order_by(images.c.id)).all()]
 
 
+# The columns of an image without thumbnails.
+NO_THUMBNAILS: dict[str, Any] = {
+    f"thumb_{size}_{part}": None for size in ("small", "medium") for part in ("path", "width", "height")
+}
+
+
 def failure_values(error: PipelineError) -> dict[str, Any]:
     """Columns of an image that failed with `error`."""
     return {

@@ -63,7 +63,10 @@ def _stage_condition(stage: str) -> Any:
 def _claim_statement(stage: str | None) -> Any:
     """UPDATE ... RETURNING of a claim: of the oldest `:limit` pending images of `stage`, or
     (None) of the images `:ids`. Built once per kind: SQLAlchemy then reuses its compiled
-    form and cache key, a third of a claim's cost in Python."""
+    form and cache key, a third of a claim's cost in Python.
+
+    The error of a failed image queued again stays until its outcome replaces it: if its
+    original has gone meanwhile, that first reason is still the one."""
     if stage is None:
         chosen: Any = images.c.id.in_(bindparam("ids", expanding=True))
     else:
@@ -86,8 +89,6 @@ def _claim_statement(stage: str | None) -> Any:
             status="processing",
             claimed_by=bindparam("worker_id"),
             lease_until=bindparam("lease_until"),
-            error=None,
-            error_kind=None,
         )
         .returning(*_CLAIM_COLUMNS)
     )

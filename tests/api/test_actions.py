@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ import pytest
 from models.config import Config
 from tests.api.conftest import insert_pending, serve, wait_status
 from tests.api.live import Htx, write_config
-from tests.helpers import CORPUS_DIR, read_images, wait_for
+from tests.helpers import CORPUS_DIR, fill, mounted_tmpfs, read_images, wait_for
 
 TOKEN = "s3cret-upload-token"
 READER = "reader-token-of-this-test"
@@ -86,6 +87,110 @@ def test_a_trash_folder_keeps_deleted_originals(make_config, start_daemon, tmp_p
     assert kept == [f"{row['id']}-broken.png", f"{row['id']}-broken.png.error.txt"]
     assert (tmp_path / "trash" / kept[0]).read_bytes() == body
     assert not list(config.failed_dir.iterdir())
+
+
+@pytest.mark.both_backends
+def test_a_trash_that_cannot_take_the_original_refuses_the_delete_and_changes_nothing(
+    make_config, start_daemon, tmp_path: Path
+) -> None:
+    config = make_config(paths={"data_dir": "data", "trash": "trash"})
+    start_daemon(config)
+    body = (CORPUS_DIR / "flower.jpg").read_bytes()
+    row = _drop(config, "flower.jpg", body)
+    original = config.data_dir / row["stored_path"]
+    trash = tmp_path / "trash"
+    url = f"/api/images/{row['id']}"
+    with serve(config) as client:
+
+        def refused(status: int) -> None:
+            response = client.delete(url)
+            assert response.status_code == status, response.text
+            error = response.json()["error"]
+            assert "paths.trash" in error and "not deleted" in error and str(tmp_path) not in error
+            assert client.get(url).json()["status"] == "done" and original.read_bytes() == body
+
+        trash.write_text("a file where the folder should be")
+        refused(503)
+        trash.unlink()
+        with mounted_tmpfs(trash, "1m"):
+            subprocess.run(["mount", "-o", "remount,ro", str(trash)], check=True)
+            refused(503)
+        with mounted_tmpfs(trash, "64k"):
+            fill(trash)
+            refused(507)
+            assert [path.name for path in trash.iterdir()] == ["filler"]  # no part of the original
+
+        assert client.delete(url).status_code == 204
+    kept = trash / f"{row['id']}-{original.name}"
+    assert list(trash.iterdir()) == [kept]
+    assert kept.read_bytes() == body and not original.exists()
+
+
+@pytest.mark.both_backends
+def test_reprocess_refuses_an_image_whose_original_is_gone_and_keeps_its_record(config: Config, start_daemon) -> None:
+    start_daemon(config)
+    failed = _drop(config, "broken.png", (CORPUS_DIR / "broken.png").read_bytes())
+    done = _drop(config, "flower.jpg", (CORPUS_DIR / "flower.jpg").read_bytes())
+    assert failed["status"] == "failed" and done["status"] == "done"
+    for row in (failed, done):
+        (config.data_dir / row["stored_path"]).unlink()
+    with serve(config) as client:
+        for row in (failed, done):
+            response = client.post(f"/api/images/{row['id']}/reprocess")
+
+            assert response.status_code == 409
+            assert "original is no longer stored" in response.json()["error"]
+    after = {row["id"]: row for row in read_images(config)}
+    assert after[failed["id"]]["status"] == "failed" and after[failed["id"]]["error"] == failed["error"]
+    assert after[done["id"]] == done  # still done, thumbnails and all
+
+
+@pytest.mark.both_backends
+def test_an_original_gone_once_queued_again_leaves_a_consistent_failed_record(config: Config, start_daemon) -> None:
+    first = start_daemon(config)
+    broken = (CORPUS_DIR / "broken.png").read_bytes()
+    flower = (CORPUS_DIR / "flower.jpg").read_bytes()
+    failed = _drop(config, "broken.png", broken)
+    done = _drop(config, "flower.jpg", flower)
+    thumbnails = [config.data_dir / done[key] for key in ("thumb_small_path", "thumb_medium_path")]
+    first.stop()
+    with serve(config) as client:
+        for row in (failed, done):  # queued while the original is there, then it goes
+            assert client.post(f"/api/images/{row['id']}/reprocess").status_code == 202
+            (config.data_dir / row["stored_path"]).unlink()
+        start_daemon(config)
+        rows = wait_for(
+            lambda: (rows := {row["id"]: row for row in read_images(config)})
+            and all(row["status"] == "failed" for row in rows.values())
+            and rows,
+            what="both images failed",
+        )
+
+        # A failed image keeps the reason it failed for.
+        assert rows[failed["id"]]["error"] == failed["error"]
+        assert rows[failed["id"]]["error_kind"] == failed["error_kind"]
+        # A done one says why, and has no thumbnails left, in the record or on disk.
+        gone = rows[done["id"]]
+        assert gone["error"].startswith("its original is no longer stored") and gone["error_kind"] == "missing"
+        assert gone["thumb_small_path"] is None and gone["thumb_medium_path"] is None
+        assert not any(path.exists() for path in thumbnails)
+        thumbnail = client.get(f"/api/images/{done['id']}/thumbnails/small")
+        assert (thumbnail.status_code, thumbnail.json()) == (400, {"error": "Processing Failure"})
+        assert client.get(f"/api/images/{done['id']}").json()["thumbnails"] == {"small": None, "medium": None}
+        assert client.get(f"/api/images/{done['id']}/original").status_code == 404
+        assert client.post(f"/api/images/{done['id']}/reprocess").status_code == 409  # not queued for ever
+
+        # The same bytes dropped again go back in their place, and it can be processed again.
+        config.inbox_dir.mkdir(parents=True, exist_ok=True)
+        (config.inbox_dir / "flower again.jpg").write_bytes(flower)
+        wait_for(lambda: (config.data_dir / done["stored_path"]).is_file(), what="the original put back")
+        assert client.post(f"/api/images/{done['id']}/reprocess").status_code == 202
+        redone = wait_for(
+            lambda: next((row for row in read_images(config) if row["id"] == done["id"] and row["status"] == "done"), None),
+            what="the image done again",
+        )
+    assert redone["thumb_small_path"] == done["thumb_small_path"]
+    assert all(path.is_file() for path in thumbnails)
 
 
 @pytest.mark.both_backends

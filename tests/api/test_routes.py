@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, update
 
 from api import routes
 from models import migrate, queries
@@ -247,6 +247,22 @@ def test_missing_thumbnail_file_is_404_not_500(tmp_path, database_url: str) -> N
     with serve(config) as client:
         response = client.get(f"/api/images/{row['id']}/thumbnails/small")
     assert response.status_code == 404 and "error" in response.json()
+
+
+def test_a_done_image_without_thumbnails_is_404_not_409(tmp_path, database_url: str) -> None:
+    config = config_for(tmp_path, database={"url": database_url})
+    from tests.api.conftest import ingest
+
+    ingest(config, ("hopper.jpg",))
+    row = read_images(config)[0]
+    engine = make_engine(config.database_url)
+    with engine.begin() as connection:
+        connection.execute(update(ImageRow.__table__).values(thumb_small_path=None))
+    engine.dispose()
+    with serve(config) as client:
+        response = client.get(f"/api/images/{row['id']}/thumbnails/small")
+    assert (response.status_code, response.json()) == (404, {"error": "This image has no thumbnails."})
+    assert "retry-after" not in response.headers
 
 
 # -- stats --------------------------------------------------------------------------------------
