@@ -28,6 +28,10 @@ from models.caption_batches import SECONDS_BUCKETS, SIZE_BUCKETS, CaptionBatches
 REQUEST_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # The route label of a request no route matched: one series, whatever the paths asked for.
 UNMATCHED = "unmatched"
+# The method label of any method HTX does not answer: the HTTP parser takes 32, and each junk
+# one would otherwise be a series of its own (and grow every scrape's body).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 
 
 class RequestMetrics:
@@ -73,7 +77,7 @@ class RequestMetrics:
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
         name = getattr(route, "path", None) or UNMATCHED
-        method = scope["method"]
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else OTHER_METHOD
         key = (name, method, str(status))
         counter = self._counters.get(key)
         if counter is None:
