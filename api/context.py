@@ -18,12 +18,21 @@ from starlette.requests import Request
 
 from api.errors import DATABASE_UNAVAILABLE, ServiceUnavailable
 from api.guesses import FailedGuesses
+from api.faults import Faults
 from models import queries
 from models.config import Config
 from models.db import READER_POOL_SIZE, make_engine, missing_database
 
 # Worker threads running PostgreSQL queries at once (models.db keeps as many connections).
 READER_THREADS = READER_POOL_SIZE
+# Writes at once, on threads of their own: never anyio's shared pool, so a write waiting on a
+# lock holds no thread a read (or a file check of GET /original) needs. 60 reprocesses blocked
+# by a lock made a GET /original of another image wait 36 s.
+WRITER_THREADS = 1
+# How long a write waits for its turn before it is answered 503: the database's own lock
+# timeout bounds the one running.
+WRITE_QUEUE_TIMEOUT_S = 15.0
+WRITES_BUSY = "The server is busy with other changes to images: try again shortly."
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -53,8 +62,9 @@ class Reader:
     request is answered 503; later requests find no connection to reuse and fail as fast.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, faults: Faults | None = None) -> None:
         self.engine = engine
+        self.faults = faults if faults is not None else Faults()
         self._connection: Connection | None = None
         self._inline = engine.dialect.name == "sqlite"
         # Counts connections opened: what one connection says (PRAGMA data_version) is only
@@ -77,12 +87,23 @@ class Reader:
     async def run(self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         if self._inline:
             return self.run_sync(query, *args, **kwargs)
+        result = await to_thread.run_sync(lambda: self._run_pooled(query, *args, **kwargs), limiter=self._threads)
+        self.faults.succeeded()
+        return result
+
+    async def probe(self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`run`, for /healthz: its success says nothing of the tables other reads wait on,
+        so it does not clear a problem they met."""
+        if self._inline:
+            return self._run_inline(query, *args, **kwargs)
         return await to_thread.run_sync(lambda: self._run_pooled(query, *args, **kwargs), limiter=self._threads)
 
     async def run_apart(self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """On a worker thread and a connection of the pool, on SQLite too: for the rare query
         that reads many rows (/metrics), which inline would hold up every other request."""
-        return await to_thread.run_sync(lambda: self._run_on_pool(query, *args, **kwargs), limiter=self._threads)
+        result = await to_thread.run_sync(lambda: self._run_on_pool(query, *args, **kwargs), limiter=self._threads)
+        self.faults.succeeded()
+        return result
 
     async def data_version(self) -> int | str | None:
         """queries.data_version, as read after this call began: equal to what an earlier
@@ -130,6 +151,11 @@ class Reader:
         return result
 
     def run_sync(self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        result = self._run_inline(query, *args, **kwargs)
+        self.faults.succeeded()
+        return result
+
+    def _run_inline(self, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         connection = self._connection
         if connection is None:
             connection = self._connection = self.engine.connect()
@@ -172,9 +198,19 @@ class Writer:
         self.url = url
         self._engine: Engine | None = None
         self._lock = threading.Lock()
+        self._turn = anyio.Semaphore(WRITER_THREADS)
+        self._threads = anyio.CapacityLimiter(WRITER_THREADS)
 
     async def run(self, action: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await to_thread.run_sync(lambda: self._run(action, *args, **kwargs))
+        try:
+            with anyio.fail_after(WRITE_QUEUE_TIMEOUT_S):
+                await self._turn.acquire()
+        except TimeoutError:
+            raise ServiceUnavailable(WRITES_BUSY, headers={"Retry-After": "5"}) from None
+        try:
+            return await to_thread.run_sync(lambda: self._run(action, *args, **kwargs), limiter=self._threads)
+        finally:
+            self._turn.release()
 
     def _run(self, action: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         if missing_database(self.url) is not None:
@@ -204,6 +240,7 @@ class ApiContext:
     stats: CachedStats | None = None
     # Wrong tokens by client address, for every place a token is checked (api.access).
     guesses: FailedGuesses = field(default_factory=FailedGuesses)
+    faults: Faults = field(default_factory=Faults)
 
 
 def context(request: Request) -> ApiContext:

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.faults import problem_of
 from api.serialize import JsonResponse
 
 log = logging.getLogger("htx.api")
@@ -29,7 +30,7 @@ DATABASE_ERRORS = (DBAPIError, sqlite3.DatabaseError)
 NOT_CREATED_YET = (OperationalError, InterfaceError, ProgrammingError, sqlite3.OperationalError)
 
 UNSUPPORTED_MESSAGE = "Only JPEG and PNG files are allowed."
-DATABASE_UNAVAILABLE = "The database is not available (has the daemon been started?)."
+DATABASE_UNAVAILABLE = "The database is not available: it is not created yet (the daemon creates it) or not reachable."
 DATABASE_DAMAGED = "The database file is damaged or is not an HTX database: the server's log says more."
 DISK_FULL = "The server's disk is full: try again later."
 
@@ -104,12 +105,24 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, exc.detail, exc.headers)
 
 
-async def _database_error(_request: Request, exc: Exception) -> Response:
-    # No database file yet, or a schema the daemon has not created: the reader cannot work
-    # until the daemon has run. Any other database error: the file is not a database, or is
-    # corrupt. The detail stays in the log: it names server paths.
-    log.warning("database unavailable: %s", getattr(exc, "orig", exc))
-    message = DATABASE_UNAVAILABLE if isinstance(exc, NOT_CREATED_YET) else DATABASE_DAMAGED
+async def _database_error(request: Request, exc: Exception) -> Response:
+    # A problem api.faults names (unreachable, slots full, a lock or statement timeout, SQLite
+    # busy): said as such. Else no database file yet, or a schema the daemon has not created:
+    # the reader cannot work until the daemon has run. Any other database error: the file is
+    # not a database, or is corrupt. The detail stays in the log, once per change of problem
+    # (api.faults.Faults): it names server paths.
+    detail = getattr(exc, "orig", exc)
+    problem = problem_of(exc)
+    if problem is None:
+        problem = "not created yet" if isinstance(exc, NOT_CREATED_YET) else "damaged"
+        message = DATABASE_UNAVAILABLE if problem == "not created yet" else DATABASE_DAMAGED
+    else:
+        message = f"The database is not available: {problem}. Try again shortly."
+    faults = getattr(getattr(request.app.state, "api", None), "faults", None)
+    if faults is not None:
+        faults.failed(problem, detail)
+    else:
+        log.warning("database unavailable: %s", detail)
     return error_response(503, message, {"Retry-After": "5"})
 
 

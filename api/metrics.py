@@ -30,6 +30,10 @@ REQUEST_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 UNMATCHED = "unmatched"
 # What a worker not stopped may be (models.queries.DaemonStatus.state); each has its series.
 WORKER_STATES = ("running", "stale", "gone")
+# The method label of any method HTX does not answer: the HTTP parser takes 32, and each junk
+# one would otherwise be a series of its own (and grow every scrape's body).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 
 
 class RequestMetrics:
@@ -75,7 +79,7 @@ class RequestMetrics:
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
         name = getattr(route, "path", None) or UNMATCHED
-        method = scope["method"]
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else OTHER_METHOD
         key = (name, method, str(status))
         counter = self._counters.get(key)
         if counter is None:

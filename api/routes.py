@@ -24,6 +24,7 @@ from api import access, actions, metrics, serialize, uploads
 from api.context import ApiContext, CachedStats, base_url, context, reader
 from api.docs import docs_page
 from api.errors import BadRequest, Conflict, NotFound
+from api.faults import UNREACHABLE, problem_of
 from api.params import etags, image_id_of, whole_number
 from api.serialize import JsonResponse
 from models import queries
@@ -422,13 +423,16 @@ async def healthz(request: Request) -> Response:
       503:
         description: >-
           the database is unreachable, not created yet, or its schema is not current; or
-          {"status": "degraded", "problem": "data disk full"}: images wait until the cause goes
+          {"status": "degraded", "problem": "data disk full"}: images wait until the cause goes;
+          a read that timed out on a lock or ran too long in the last 15 s is named as the problem
     """
     ctx = context(request)
     try:
-        revision, daemon = await reader(request).run(queries.health, ctx.schema_head)
-    except Exception:  # any failure to read is the answer here, not an error to log
-        body = {"status": "unavailable", "database": "unavailable", "daemon": "unknown"}
+        revision, daemon = await reader(request).probe(queries.health, ctx.schema_head)
+    except Exception as error:  # any failure to read is the answer here, not an error to log
+        problem = problem_of(error)
+        status = "unavailable" if problem in (None, UNREACHABLE) else "degraded"
+        body = {"status": status, "database": "unavailable", "daemon": "unknown", "problem": problem}
         return JsonResponse(body, status_code=503)
     now = _utcnow()
     age = None if daemon is None else max(0.0, daemon.heartbeat_age_s(now))
@@ -440,7 +444,9 @@ async def healthz(request: Request) -> Response:
         "daemon": state,
         "heartbeat_age_s": None if age is None else round(age, 1),
         "daemon_pid": None if daemon is None else daemon.pid,
-        "problem": _problem(ctx, daemon),
+        # A read that timed out on a lock (another client's LOCK TABLE) is the problem too,
+        # though this read, touching no table of images, did not meet it.
+        "problem": ctx.faults.recent() or _problem(ctx, daemon),
     }
     if body["schema"] != "current":
         body["status"] = "unavailable"

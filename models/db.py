@@ -30,6 +30,9 @@ CONNECT_TIMEOUT_S = 5
 WRITER_STATEMENT_TIMEOUT_MS = 30_000
 READER_STATEMENT_TIMEOUT_MS = 5_000
 LOCK_TIMEOUT_MS = 10_000
+# The API's reads wait less for a lock (an admin's LOCK TABLE): a request answered 503 naming
+# the lock within seconds, rather than a statement timeout that says nothing of why.
+READER_LOCK_TIMEOUT_MS = 2_000
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
 # Connections a PostgreSQL pool keeps open; past them it opens more for a moment, each closed
 # when given back. The API runs no more queries at once (api.context.Reader).
@@ -115,7 +118,7 @@ def _postgresql_engine(url: URL, *, readonly: bool) -> Engine:
     statement_timeout = READER_STATEMENT_TIMEOUT_MS if readonly else WRITER_STATEMENT_TIMEOUT_MS
     settings = {
         "statement_timeout": statement_timeout,
-        "lock_timeout": LOCK_TIMEOUT_MS,
+        "lock_timeout": READER_LOCK_TIMEOUT_MS if readonly else LOCK_TIMEOUT_MS,
         "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT_MS,
         # Times are stored naive UTC, as on SQLite: now() and friends must agree.
         "timezone": "UTC",
