@@ -416,6 +416,7 @@ class Daemon:
         """Stop taking work, let each thread finish the image in hand (or give it back), then
         close the database."""
         self._stopping.set()
+        self._lease_wake.set()  # the lease thread waits on it, not on the stop
         self._stop_watching()
         self._signal.stop()
         if self._captions is not None:
