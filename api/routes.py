@@ -31,6 +31,9 @@ from models import queries
 from models.diskspace import data_disk_problem
 from models.tables import STATUSES
 
+# Seconds a lapsed watch lease is given before /healthz says intake stopped (a renewal late).
+INTAKE_GRACE_S = 5.0
+
 log = logging.getLogger("htx.api")
 
 JSON = "application/json"
@@ -451,6 +454,8 @@ async def healthz(request: Request) -> Response:
     if body["schema"] != "current":
         body["status"] = "unavailable"
         return JsonResponse(body, status_code=503)
+    if body["problem"] is None and revision == ctx.schema_head:
+        body["problem"] = await _intake_problem(request, now)
     if body["problem"] is not None:
         body["status"] = "degraded"
         return JsonResponse(body, status_code=503)
@@ -462,6 +467,15 @@ def _problem(ctx: ApiContext, daemon: queries.DaemonStatus | None) -> str | None
     disk, which the API sees for itself (the daemon may not be able to write to say so)."""
     said = daemon.problem if daemon is not None and daemon.stopped_at is None else None
     return said or data_disk_problem(ctx.config.data_dir)
+
+
+async def _intake_problem(request: Request, now: datetime) -> str | None:
+    """Whether files stopped being registered: the watch lease lapsed (past a grace for a slow
+    renewal) and no standby took it, though a daemon held it (a frozen or dead watcher)."""
+    lapsed = await reader(request).run(queries.watch_lapsed_s, now.replace(tzinfo=None))
+    if lapsed is None or lapsed < INTAKE_GRACE_S:
+        return None
+    return f"intake stopped: the watching daemon stopped renewing its watch lease {lapsed:.0f} s ago"
 
 
 async def openapi(request: Request) -> Response:

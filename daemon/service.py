@@ -3,8 +3,9 @@
 The database is the queue (daemon.database.work_queue): any number of daemon processes, on any number
 of machines sharing one database and one data folder, take images from it. Each process has
 roles (pipeline.roles), and threads, each with one job:
-- "watch": the watch thread holds the inbox lock (daemon.inbox.inbox_lock: one process at a time;
-  another takes over within seconds when it dies), runs the watcher, and rescans; the
+- "watch": the watch thread holds the watch lease (daemon.database.watch_lease: one process at a
+  time, renewed every few seconds; another takes over when it lapses, whether the holder died or
+  froze), runs the watcher, and rescans; the
   registrar hashes each complete file and inserts its pending row (unique on the digest, so
   two registrations of the same bytes never make two records), then wakes the workers;
 - "thumbnails": `pipeline.workers` workers claim pending images one at a time, run the stages
@@ -37,14 +38,14 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
-from daemon.database import records, work_queue
+from daemon.database import records, watch_lease, work_queue
 from daemon.captions.caption_worker import CaptionOutcome, CaptionWorker
 from daemon.captions.captioner import Captioner, make_captioner
 from daemon.stages.decode import EXTENSIONS, configure_pillow
@@ -68,7 +69,6 @@ from daemon.inbox.files import (
     remove_stale_temporaries,
 )
 from daemon.held_claims import HeldClaims
-from daemon.inbox.inbox_lock import inbox_lock
 from daemon.stages.memory_budget import DecodeBudget, DecodeStopped
 from daemon.notify import SystemdNotifier
 from daemon.outage import Outage
@@ -90,6 +90,9 @@ HEARTBEAT_S = 5.0
 # How often a process that does not hold the inbox lock tries for it, and the holder checks
 # it still has it: the longest a dead watcher leaves the inbox unwatched.
 WATCH_CHECK_S = 2.0
+# How long the watch lease lasts unrenewed: a few renewals (every WATCH_CHECK_S) may be missed
+# (a slow database, a rescan) before a standby takes the inbox.
+WATCH_LEASE_S = 5 * WATCH_CHECK_S
 # Files skipped (not regular, unreadable) are named once each; past this many remembered, the
 # memory is cleared and a file may be named once more.
 MAX_SKIPPED_REMEMBERED = 10_000
@@ -137,7 +140,6 @@ class Daemon:
         self.writer = DatabaseWriter(self.engine)
         self._observe = observe
         self.watcher: InboxWatcher | None = None  # while this process holds the inbox lock
-        self._inbox_lock = inbox_lock(self.engine, config.data_dir)
         self._signal = WorkSignal(self.engine)
         self.host = socket.gethostname()
         self.worker_id: int | None = None  # this process's daemon_state row, once started
@@ -228,7 +230,7 @@ class Daemon:
 
     def _start_watching(self) -> bool:
         """Take the inbox lock if it is free, then watch and scan; whether this process watches."""
-        if not self._inbox_lock.try_acquire():
+        if not self._lease(watch_lease.acquire):
             return False
         watcher = InboxWatcher(self.config.inbox_dir, self.config.watch, self.offer, observe=self._observe)
         watcher.start()
@@ -247,7 +249,22 @@ class Daemon:
         watcher, self.watcher = self.watcher, None
         if watcher is not None:
             watcher.stop()
-        self._inbox_lock.release()
+            if self.worker_id is not None:
+                try:
+                    self.writer.call_statement(watch_lease.release, self.worker_id)
+                except EnvironmentFault:
+                    pass  # the lease lapses by itself
+
+    def _lease(self, statement: Callable[..., bool]) -> bool:
+        """Take or renew the watch lease; False when this process does not hold it (or cannot
+        reach the database to say it does: a standby may then take the inbox)."""
+        if self.worker_id is None:
+            return False
+        try:
+            return self.writer.call_statement(statement, self.worker_id, lease_s=WATCH_LEASE_S)
+        except EnvironmentFault as fault:
+            log.debug("watch lease: %s", fault)
+            return False
 
     def _watch_loop(self) -> None:
         """Keep the inbox watched by this process, or stand by for it; rescan while watching."""
@@ -258,8 +275,10 @@ class Daemon:
                 if self._start_watching():
                     next_rescan = time.monotonic() + rescan_s
                 continue
-            if not self._inbox_lock.still_held():
-                log.warning("lost the inbox lock (the database connection ended); another process may watch now")
+            if not self._lease(watch_lease.renew):
+                log.warning(
+                    "lost the watch lease (it lapsed unrenewed, or another process took it); standing by"
+                )
                 self._stop_watching()
                 continue
             if time.monotonic() >= next_rescan:
@@ -634,6 +653,8 @@ class Daemon:
         """Hash a complete inbox file and find or create its row; the image id if there is
         work for it in the queue."""
         path = arrival[0]
+        if self.watcher is None:
+            return None  # the watch was lost: the file is the new holder's
         relative = self._relative(path)
         started = time.perf_counter()
         try:
@@ -651,15 +672,18 @@ class Daemon:
         identity = identity_text(digest.identity)
         known = self.writer.call(records.find_by_sha, digest.sha256)
         if known is None:
-            image_id = self.writer.call(
-                records.insert_pending,
-                sha256=digest.sha256,
-                filename=display_name(relative, keep_folders=True),
-                inbox_path=inbox_path,
-                size_bytes=digest.size_bytes,
-                hash_ms=hash_ms,
-                source_identity=identity,
-            )
+            try:
+                image_id = self._insert_watched(
+                    sha256=digest.sha256,
+                    filename=display_name(relative, keep_folders=True),
+                    inbox_path=inbox_path,
+                    size_bytes=digest.size_bytes,
+                    hash_ms=hash_ms,
+                    source_identity=identity,
+                )
+            except watch_lease.LostWatch:
+                log.warning("%s not registered: the watch lease lapsed, the file is for the process that watches now", relative)
+                return None
             if image_id is not None:
                 self.writer.call(work_queue.announce)
                 self._signal.wake()
@@ -686,6 +710,11 @@ class Daemon:
                 return known.id
         self._discard_duplicate(path, relative, known, digest)
         return None
+
+    def _insert_watched(self, **values: object) -> int | None:
+        """records.insert_pending, only while this process holds the watch lease (checked in
+        the insert's transaction): a holder that froze and lost it registers nothing after."""
+        return self.writer.call(watch_lease.insert_if_watching, self.worker_id, **values)
 
     def _discard_duplicate(self, path: Path, relative: str, known: records.KnownImage, digest: FileDigest) -> None:
         shown = display_name(relative, keep_folders=True)

@@ -31,11 +31,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from models.tables import SEARCH_COLUMN, SEARCH_TABLE, STATUSES, DaemonState, Image, ImageTotals
+from models.tables import SEARCH_COLUMN, SEARCH_TABLE, STATUSES, DaemonState, Image, ImageTotals, WatchLease
 
 images = Image.__table__
 daemon_state = DaemonState.__table__
 image_totals = ImageTotals.__table__
+watch_lease = WatchLease.__table__
 
 # Columns a client may see, plus the thumbnail paths the API needs to serve the files.
 # `inbox_path` and `stored_path` are never read: a server path cannot leak from what was not
@@ -471,6 +472,16 @@ def _daemon_status(row: RowMapping) -> DaemonStatus:
         problem=row["problem"],
         stopped_at=row["stopped_at"],
     )
+
+
+def watch_lapsed_s(connection: Connection, now: datetime) -> float | None:
+    """How long ago the watch lease ran out unrenewed while a daemon still held it (its
+    watcher froze or died without a clean stop): no one registers files then. None while it
+    is current, or no one holds it (a clean stop gives it back)."""
+    row = connection.execute(select(watch_lease.c.holder, watch_lease.c.lease_until)).first()
+    if row is None or row.holder is None or row.lease_until is None or row.lease_until >= now:
+        return None
+    return (now - row.lease_until).total_seconds()
 
 
 def schema_revision(connection: Connection) -> str | None:

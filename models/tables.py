@@ -141,6 +141,17 @@ class DaemonState(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class WatchLease(Base):
+    """One row: the daemon (its daemon_state id) that watches the inbox, for as long as it renews
+    its lease (migration 0010); NULL holder when no one does."""
+
+    __tablename__ = "watch_lease"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[int | None] = mapped_column(Integer)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class ImageTotals(Base):
     """Running totals per status, kept exact by triggers on `images` (migration 0002).
 
