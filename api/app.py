@@ -47,7 +47,7 @@ def create_app(config: Config) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = make_engine(config.database_url, readonly=True)
+        engine = make_engine(config.database_url, readonly=True, application_name="htx-api")
         context.reader = Reader(engine, context.faults)
         context.writer = Writer(config.database_url)
         removed = remove_stale_parts(config.uploads_dir)

@@ -217,7 +217,7 @@ class Writer:
             raise ServiceUnavailable(DATABASE_UNAVAILABLE, headers={"Retry-After": "5"})
         with self._lock:
             if self._engine is None:
-                self._engine = make_engine(self.url)
+                self._engine = make_engine(self.url, application_name="htx-api-writes")
             with self._engine.begin() as connection:
                 return action(connection, *args, **kwargs)
 

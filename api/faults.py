@@ -44,7 +44,7 @@ def problem_of(error: BaseException) -> str | None:
     if sqlstate is not None and str(sqlstate).startswith("08"):  # connection exception
         return UNREACHABLE
     text = str(orig).lower()
-    if "too many connections" in text or "remaining connection slots" in text:
+    if any(words in text for words in ("too many clients", "too many connections", "remaining connection slots")):
         return TOO_MANY_CONNECTIONS
     if isinstance(orig, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         return SQLITE_BUSY

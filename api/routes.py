@@ -427,17 +427,19 @@ async def healthz(request: Request) -> Response:
         description: >-
           the database is unreachable, not created yet, or its schema is not current; or
           {"status": "degraded", "problem": "data disk full"}: images wait until the cause goes;
-          a read that timed out on a lock or ran too long in the last 15 s is named as the problem
+          a read that timed out on a lock or ran too long in the last 15 s is named as the problem;
+          "intake stopped: ..." when the daemon that watches the inbox stopped renewing its watch
+          lease (frozen, dead) over 5 s ago and no other took it over
     """
     ctx = context(request)
     try:
-        revision, daemon = await reader(request).probe(queries.health, ctx.schema_head)
+        now = _utcnow()
+        revision, daemon, watch_lapsed_s = await reader(request).probe(queries.health, ctx.schema_head, now)
     except Exception as error:  # any failure to read is the answer here, not an error to log
         problem = problem_of(error)
         status = "unavailable" if problem in (None, UNREACHABLE) else "degraded"
         body = {"status": status, "database": "unavailable", "daemon": "unknown", "problem": problem}
         return JsonResponse(body, status_code=503)
-    now = _utcnow()
     age = None if daemon is None else max(0.0, daemon.heartbeat_age_s(now))
     state = "not started" if daemon is None else daemon.state(now)
     body = {
@@ -449,13 +451,11 @@ async def healthz(request: Request) -> Response:
         "daemon_pid": None if daemon is None else daemon.pid,
         # A read that timed out on a lock (another client's LOCK TABLE) is the problem too,
         # though this read, touching no table of images, did not meet it.
-        "problem": ctx.faults.recent() or _problem(ctx, daemon),
+        "problem": ctx.faults.recent() or _problem(ctx, daemon) or _intake_problem(watch_lapsed_s),
     }
     if body["schema"] != "current":
         body["status"] = "unavailable"
         return JsonResponse(body, status_code=503)
-    if body["problem"] is None and revision == ctx.schema_head:
-        body["problem"] = await _intake_problem(request, now)
     if body["problem"] is not None:
         body["status"] = "degraded"
         return JsonResponse(body, status_code=503)
@@ -469,13 +469,12 @@ def _problem(ctx: ApiContext, daemon: queries.DaemonStatus | None) -> str | None
     return said or data_disk_problem(ctx.config.data_dir)
 
 
-async def _intake_problem(request: Request, now: datetime) -> str | None:
-    """Whether files stopped being registered: the watch lease lapsed (past a grace for a slow
+def _intake_problem(watch_lapsed_s: float | None) -> str | None:
+    """Whether files stopped being registered: the watch lease lapsed (past a grace for a late
     renewal) and no standby took it, though a daemon held it (a frozen or dead watcher)."""
-    lapsed = await reader(request).run(queries.watch_lapsed_s, now.replace(tzinfo=None))
-    if lapsed is None or lapsed < INTAKE_GRACE_S:
+    if watch_lapsed_s is None or watch_lapsed_s < INTAKE_GRACE_S:
         return None
-    return f"intake stopped: the watching daemon stopped renewing its watch lease {lapsed:.0f} s ago"
+    return f"intake stopped: the daemon that watches the inbox stopped renewing its watch {watch_lapsed_s:.0f} s ago"
 
 
 async def openapi(request: Request) -> Response:

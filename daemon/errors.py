@@ -101,6 +101,7 @@ def storage_fault(error: OSError, folder: str = "") -> EnvironmentFault:
 
 
 # The drivers' messages (SQLite's, PostgreSQL's) -> the problem to report.
+NO_FREE_SLOT = "no free connection slot on the database server"
 _DATABASE_PROBLEMS = (
     ("database or disk is full", "data disk full"),
     ("no space left on device", "database server's disk full"),
@@ -111,6 +112,13 @@ _DATABASE_PROBLEMS = (
     ("not a database", "database is corrupt"),
     ("readonly", "database is read-only"),
     ("unable to open", "database cannot be opened"),
+    # PostgreSQL's words for a server that has every slot taken (53300: "sorry, too many
+    # clients already", or the slots left are reserved), and for the timeouts models.db sets.
+    ("too many clients", NO_FREE_SLOT),
+    ("too many connections", NO_FREE_SLOT),
+    ("remaining connection slots", NO_FREE_SLOT),
+    ("lock timeout", "database lock timeout (a lock held elsewhere)"),
+    ("statement timeout", "database statement timeout"),
 )
 
 

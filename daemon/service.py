@@ -78,7 +78,7 @@ from daemon.inbox.watcher import InboxWatcher
 from daemon.database.work_queue import CAPTION, PREPARE, Claim
 from daemon.database.work_signal import WorkSignal
 from daemon.database.writer import DatabaseWriter
-from models import migrate
+from models import migrate, queries
 from models.config import Config
 from models.db import make_engine
 from models.diskspace import data_disk_problem
@@ -87,11 +87,11 @@ from models.names import display_name, error_note, real_name, stored_name
 log = logging.getLogger("htx.daemon")
 
 HEARTBEAT_S = 5.0
-# How often a process that does not hold the inbox lock tries for it, and the holder checks
-# it still has it: the longest a dead watcher leaves the inbox unwatched.
-WATCH_CHECK_S = 2.0
-# How long the watch lease lasts unrenewed: a few renewals (every WATCH_CHECK_S) may be missed
-# (a slow database, a rescan) before a standby takes the inbox.
+# How often the watcher renews the watch lease, and a standby tries for it.
+WATCH_CHECK_S = 1.0
+# How long the watch lease lasts unrenewed: a few renewals may be missed (a slow database, a
+# rescan) before a standby takes the inbox; with WATCH_CHECK_S, the longest a dead or frozen
+# watcher leaves the inbox unwatched.
 WATCH_LEASE_S = 5 * WATCH_CHECK_S
 # Files skipped (not regular, unreadable) are named once each; past this many remembered, the
 # memory is cleared and a file may be named once more.
@@ -136,10 +136,10 @@ class Daemon:
         self.config = config
         self.roles = frozenset(config.pipeline.roles)
         self.captioner: Captioner = captioner if captioner is not None else make_captioner(config)
-        self.engine = make_engine(config.database_url)
+        self.engine = make_engine(config.database_url, application_name="htx-daemon")
         self.writer = DatabaseWriter(self.engine)
         self._observe = observe
-        self.watcher: InboxWatcher | None = None  # while this process holds the inbox lock
+        self.watcher: InboxWatcher | None = None  # while this process holds the watch lease
         self._signal = WorkSignal(self.engine)
         self.host = socket.gethostname()
         self.worker_id: int | None = None  # this process's daemon_state row, once started
@@ -191,7 +191,7 @@ class Daemon:
 
     def start(self, stop: threading.Event | None = None) -> bool:
         """Prepare the data folder and database, then start every thread (and, when this
-        process gets the inbox lock, watch and scan the inbox).
+        process gets the watch lease, watch and scan the inbox).
 
         With `stop`, a fault of the environment (a full disk, a database down) is waited out
         until it goes, or until `stop` is set (then False: nothing was started). Without, it
@@ -229,7 +229,7 @@ class Daemon:
         return True
 
     def _start_watching(self) -> bool:
-        """Take the inbox lock if it is free, then watch and scan; whether this process watches."""
+        """Take the watch lease if it is free, then watch and scan; whether this process watches."""
         if not self._lease(watch_lease.acquire):
             return False
         watcher = InboxWatcher(self.config.inbox_dir, self.config.watch, self.offer, observe=self._observe)
@@ -276,9 +276,7 @@ class Daemon:
                     next_rescan = time.monotonic() + rescan_s
                 continue
             if not self._lease(watch_lease.renew):
-                log.warning(
-                    "lost the watch lease (it lapsed unrenewed, or another process took it); standing by"
-                )
+                log.warning("another process took the watch (this one missed renewing it for %.0f s); standing by", WATCH_LEASE_S)
                 self._stop_watching()
                 continue
             if time.monotonic() >= next_rescan:
@@ -305,6 +303,7 @@ class Daemon:
             # is for the administrator to fix: said once, and waited out.
             raise database_fault(error) from error
         if self.worker_id is None:
+            self._warn_of_a_superuser()
             self.worker_id = self.writer.call(
                 work_queue.register_worker,
                 host=self.host,
@@ -314,6 +313,15 @@ class Daemon:
             )
         self._requeue_lost(at_start=True)
         self.heartbeat()
+
+    def _warn_of_a_superuser(self) -> None:
+        role = self.writer.call(queries.superuser_role)
+        if role is not None:
+            log.warning(
+                "connected to PostgreSQL as %s, a superuser: HTX's connections can take the slots the server keeps "
+                "for administrators, and an admin's psql is then refused; connect as a role of its own (README: PostgreSQL)",
+                role,
+            )
 
     def _requeue_lost(self, *, at_start: bool = False) -> None:
         """Put back the claims of workers that are gone: this machine's dead processes (known
@@ -682,7 +690,7 @@ class Daemon:
                     source_identity=identity,
                 )
             except watch_lease.LostWatch:
-                log.warning("%s not registered: the watch lease lapsed, the file is for the process that watches now", relative)
+                log.debug("%s not registered: another process took the watch, and the file with it", relative)
                 return None
             if image_id is not None:
                 self.writer.call(work_queue.announce)

@@ -34,9 +34,17 @@ LOCK_TIMEOUT_MS = 10_000
 # the lock within seconds, rather than a statement timeout that says nothing of why.
 READER_LOCK_TIMEOUT_MS = 2_000
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
-# Connections a PostgreSQL pool keeps open; past them it opens more for a moment, each closed
-# when given back. The API runs no more queries at once (api.context.Reader).
+# Connections each PostgreSQL engine may open, so that an operator can size max_connections
+# (README, "Connections"). The API's readers run no more queries at once than READER_POOL_SIZE
+# (api.context.Reader). A writer engine serves one writer thread, which keeps two (its
+# transactions, and its one-statement writes in autocommit), plus one for a moment (the
+# schema at start, a command's read). The daemon's LISTEN connection is taken out of the
+# pool and counts on top.
 READER_POOL_SIZE = 8
+WRITER_POOL_SIZE = 2
+WRITER_POOL_OVERFLOW = 1
+# What pg_stat_activity shows for HTX's connections when the caller names none.
+DEFAULT_APPLICATION_NAME = "htx"
 
 
 def parse_url(url: str) -> URL:
@@ -72,8 +80,8 @@ def missing_database(url: str) -> Path | None:
     return path if path is not None and not path.is_file() else None
 
 
-def make_engine(url: str, *, readonly: bool = False) -> Engine:
-    """An engine for `url`.
+def make_engine(url: str, *, readonly: bool = False, application_name: str = DEFAULT_APPLICATION_NAME) -> Engine:
+    """An engine for `url`; on PostgreSQL its connections say `application_name`.
 
     The writer (the daemon) puts the file in WAL mode so readers never block it and it never
     blocks readers. The read-only variant opens the file with SQLite's `mode=ro`, so the API
@@ -81,7 +89,7 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
     """
     parsed = parse_url(url)
     if parsed.get_backend_name() == "postgresql":
-        return _postgresql_engine(parsed, readonly=readonly)
+        return _postgresql_engine(parsed, readonly=readonly, application_name=application_name)
     path = sqlite_path(url)
     if path is None:
         return create_engine(parsed)
@@ -114,7 +122,7 @@ def make_engine(url: str, *, readonly: bool = False) -> Engine:
     return engine
 
 
-def _postgresql_engine(url: URL, *, readonly: bool) -> Engine:
+def _postgresql_engine(url: URL, *, readonly: bool, application_name: str) -> Engine:
     statement_timeout = READER_STATEMENT_TIMEOUT_MS if readonly else WRITER_STATEMENT_TIMEOUT_MS
     settings = {
         "statement_timeout": statement_timeout,
@@ -135,12 +143,12 @@ def _postgresql_engine(url: URL, *, readonly: bool) -> Engine:
         url,
         # A check before each use is a round trip per transaction; callers retry instead.
         pool_pre_ping=False,
-        pool_size=READER_POOL_SIZE,
-        max_overflow=8,
+        pool_size=READER_POOL_SIZE if readonly else WRITER_POOL_SIZE,
+        max_overflow=0 if readonly else WRITER_POOL_OVERFLOW,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_S,
             "options": options,
-            "application_name": "htx-reader" if readonly else "htx",
+            "application_name": application_name,
         },
         **extra,
     )

@@ -484,6 +484,15 @@ def watch_lapsed_s(connection: Connection, now: datetime) -> float | None:
     return (now - row.lease_until).total_seconds()
 
 
+def superuser_role(connection: Connection) -> str | None:
+    """The role connected, if it is a PostgreSQL superuser: its connections may take the slots
+    the server keeps for administrators (superuser_reserved_connections). None otherwise."""
+    if connection.dialect.name != "postgresql":
+        return None
+    role, superuser = connection.execute(select(func.current_user(), func.current_setting("is_superuser"))).one()
+    return role if superuser == "on" else None
+
+
 def schema_revision(connection: Connection) -> str | None:
     """The Alembic revision the database is at (None: not created yet)."""
     return MigrationContext.configure(connection).get_current_revision()
@@ -508,11 +517,16 @@ def data_version(connection: Connection) -> int | str | None:
     return None
 
 
-def health(connection: Connection, schema_head: str) -> tuple[str | None, DaemonStatus | None]:
-    """The schema revision and the daemon's last heartbeat (None before it first ran, or when
-    the schema is not `schema_head`, whose columns the read expects)."""
+def health(
+    connection: Connection, schema_head: str, now: datetime
+) -> tuple[str | None, DaemonStatus | None, float | None]:
+    """The schema revision, the daemon's last heartbeat (None before it first ran, or when the
+    schema is not `schema_head`, whose columns the read expects), and how long ago the watch
+    lease lapsed with no one to take it (watch_lapsed_s)."""
     revision = schema_revision(connection)
-    return revision, (daemon_status(connection) if revision == schema_head else None)
+    if revision != schema_head:
+        return revision, None, None
+    return revision, daemon_status(connection), watch_lapsed_s(connection, now)
 
 
 # -- statistics -------------------------------------------------------------------------------

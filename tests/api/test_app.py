@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert, text, update
 from sqlalchemy.exc import OperationalError
 from starlette.routing import Route
 
@@ -16,7 +16,7 @@ from daemon.database import records
 from models import migrate
 from models.config import Config
 from models.db import make_engine
-from models.tables import DaemonState
+from models.tables import DaemonState, WatchLease
 from tests.api.conftest import config_for, ingest, serve
 
 
@@ -79,6 +79,32 @@ def test_healthz_with_a_running_daemon(config: Config, start_daemon) -> None:
     body = response.json()
     assert (body["database"], body["schema"], body["daemon"]) == ("ok", "current", "running")
     assert body["heartbeat_age_s"] < 30 and body["daemon_pid"] == os.getpid()
+
+
+def _watch_lease(config: Config, holder: int | None, lapsed_s: float) -> None:
+    engine = make_engine(config.database_url)
+    with engine.begin() as connection:
+        until = records.utcnow() - timedelta(seconds=lapsed_s)
+        connection.execute(update(WatchLease.__table__).values(holder=holder, lease_until=until))
+    engine.dispose()
+
+
+def test_healthz_says_intake_stopped_once_the_watch_lease_lapsed_unclaimed(config: Config) -> None:
+    """The watching daemon froze or died and no standby took the inbox: files are no longer
+    registered, which health must say though the database answers."""
+    _migrated(config)
+    _heartbeat(config, age_s=1)
+    with serve(config) as client:
+        _watch_lease(config, holder=1, lapsed_s=2)  # a renewal late: within the grace
+        assert client.get("/healthz").status_code == 200
+        _watch_lease(config, holder=1, lapsed_s=30)
+        stopped = client.get("/healthz")
+        _watch_lease(config, holder=None, lapsed_s=30)  # given back at a clean stop
+        after_a_stop = client.get("/healthz")
+    assert stopped.status_code == 503
+    assert stopped.json()["status"] == "degraded"
+    assert stopped.json()["problem"].startswith("intake stopped: the daemon that watches the inbox stopped renewing")
+    assert after_a_stop.status_code == 200 and after_a_stop.json()["problem"] is None
 
 
 def test_healthz_503_on_an_old_schema(config: Config) -> None:

@@ -200,6 +200,44 @@ def test_when_the_watching_daemon_dies_another_takes_the_inbox(postgres_cluster,
                 daemon.kill()
 
 
+def test_when_the_watching_daemon_freezes_another_takes_the_inbox_and_the_frozen_one_registers_nothing(
+    postgres_cluster, tmp_path: Path
+) -> None:
+    """SIGSTOP keeps a session (and any lock it holds) alive: only a lease the watcher renews
+    lets a standby see that intake stopped."""
+    config_file, config = fleet_config(tmp_path, postgres_cluster.new_database())
+    first = Daemon(config_file, "first")
+    wait_for(lambda: "watching" in first.log(), what="the first daemon to watch")
+    second = Daemon(config_file, "second")
+    try:
+        wait_for(lambda: "another process watches the inbox" in second.log(), what="the second to stand by")
+        first.process.send_signal(signal.SIGSTOP)
+        try:
+            for number in range(8):
+                (config.inbox_dir / f"frozen-{number}.jpg").write_bytes(photo_bytes(number, size=(200, 150)))
+            wait_for(lambda: "watching" in second.log(), timeout=20, what="the second daemon to take the inbox")
+            wait_for(lambda: all_settled(config, 8), timeout=60, what="the files dropped while the watcher was frozen")
+        finally:
+            first.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: "another process took the watch" in first.log(), timeout=20, what="the first to learn it lost the watch")
+        for number in range(8, 12):
+            (config.inbox_dir / f"after-{number}.jpg").write_bytes(photo_bytes(number, size=(200, 150)))
+        rows = wait_for(lambda: all_settled(config, 12), timeout=60, what="the files dropped after it woke")
+        assert first.stop() == 0 and second.stop() == 0
+    finally:
+        for daemon in (first, second):
+            if daemon.process.poll() is None:
+                daemon.process.send_signal(signal.SIGCONT)
+                daemon.kill()
+    assert sorted(row["filename"] for row in rows) == sorted(
+        [f"frozen-{number}.jpg" for number in range(8)] + [f"after-{number}.jpg" for number in range(8, 12)]
+    )
+    assert {row["status"] for row in rows} == {"done"}
+    assert len({row["sha256"] for row in rows}) == 12
+    assert "Traceback" not in first.log() + second.log()
+    assert first.log().count("watching ") == 1  # it stood by after waking, and did not flap back
+
+
 def test_a_thumbnails_worker_and_a_captions_worker_make_complete_records(
     postgres_cluster, tiny_blip: Path, tmp_path: Path
 ) -> None:

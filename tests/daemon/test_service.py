@@ -260,3 +260,19 @@ def test_a_file_rewritten_while_processed_makes_one_record_of_its_new_bytes(conf
     first_sha = hashlib.sha256((CORPUS_DIR / "hopper.jpg").read_bytes()).hexdigest()
     assert not list(config.originals_dir.rglob(f"{first_sha}*"))
     assert not list(config.thumbnails_dir.rglob(f"{first_sha}*"))
+
+
+def test_a_daemon_connected_as_a_superuser_warns_once_and_one_of_its_own_does_not(
+    postgres_cluster, make_config, start_daemon, caplog
+) -> None:
+    caplog.set_level(logging.WARNING, logger="htx.daemon")
+    as_superuser = postgres_cluster.new_database().replace("://htx@", "://postgres@")
+    start_daemon(make_config(database={"url": as_superuser}))
+    warned = [record.getMessage() for record in caplog.records if "a superuser" in record.getMessage()]
+    assert warned == [
+        "connected to PostgreSQL as postgres, a superuser: HTX's connections can take the slots the server keeps "
+        "for administrators, and an admin's psql is then refused; connect as a role of its own (README: PostgreSQL)"
+    ]
+    caplog.clear()
+    start_daemon(make_config(database={"url": postgres_cluster.new_database()}, paths={"data_dir": "other"}))
+    assert not [record for record in caplog.records if "a superuser" in record.getMessage()]

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import InternalError, OperationalError
 
 from models import migrate
+from models import config as config_module
 from models.config import Config
-from models.db import backend, display_url, make_engine
+from models.db import READER_POOL_SIZE, backend, display_url, make_engine
+from tests.postgres import ROLE
 
 
 def test_writer_engine_uses_wal_busy_timeout_and_foreign_keys(config: Config) -> None:
@@ -58,3 +62,57 @@ def test_urls_are_shown_without_their_password() -> None:
     assert display_url(url) == "postgresql+psycopg://htx:***@db.example.org:5432/htx"
     assert display_url("postgresql://htx@/htx?host=/run/postgresql") == "postgresql+psycopg://htx@/htx?host=%2Frun%2Fpostgresql"
     assert backend("postgres://htx@/htx") == "postgresql" and backend("sqlite:///data/htx.db") == "sqlite"
+
+
+def test_htx_run_on_postgresql_opens_no_more_connections_than_the_readme_counts(postgres_cluster, tmp_path) -> None:
+    """README, "Connections": a daemon keeps 3 (4 for a moment at start), an API at most 8 for
+    reads and 1 for changes, whatever the load; each named in pg_stat_activity."""
+    import threading
+
+    import httpx
+
+    from tests.api.live import Htx, write_config
+    from tests.helpers import photo_bytes, read_images, wait_for
+
+    url = postgres_cluster.new_database()
+    config_file = write_config(tmp_path, database_url=url)
+    config = config_module.load(config_file)
+    observer = make_engine(url.replace(f"{ROLE}@", "postgres@"), application_name="htx-test-observer")
+    peaks: Counter[str] = Counter()
+    done = threading.Event()
+
+    def observe() -> None:
+        while not done.is_set():
+            with observer.connect() as connection:
+                rows = connection.execute(
+                    text("SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = current_database() GROUP BY 1")
+                ).all()
+            for name, count in rows:
+                peaks[name] = max(peaks[name], count)
+
+    def read_hard(base_url: str) -> None:
+        with httpx.Client(base_url=base_url, timeout=10) as client:
+            while not done.is_set():
+                for path in ("/api/images?limit=5", "/api/stats", "/healthz", "/api/images/1"):
+                    client.get(path)
+
+    htx = Htx(config_file, "run")
+    threads = [threading.Thread(target=observe)]
+    try:
+        htx.wait_healthy()
+        threads += [threading.Thread(target=read_hard, args=(htx.base_url,)) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for number in range(30):
+            (config.inbox_dir / f"p{number}.jpg").write_bytes(photo_bytes(number, size=(400, 300)))
+        wait_for(lambda: [row["status"] for row in read_images(config)].count("done") == 30, timeout=90, what="the photos")
+    finally:
+        done.set()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join()
+        assert htx.stop() == 0, htx.log()[-2000:]
+        observer.dispose()
+    assert 2 <= peaks["htx-daemon"] <= 4, peaks
+    assert 1 <= peaks["htx-api"] <= READER_POOL_SIZE, peaks
+    assert peaks["htx-api-writes"] <= 1, peaks
