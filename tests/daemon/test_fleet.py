@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -179,13 +181,25 @@ def test_killed_workers_lose_nothing_and_duplicate_nothing(
     assert "Traceback" not in logs, logs[-3000:]
 
 
-def test_when_the_watching_daemon_dies_another_takes_the_inbox(postgres_cluster, tmp_path: Path) -> None:
-    config_file, config = fleet_config(tmp_path, postgres_cluster.new_database())
+@contextmanager
+def watcher_and_standby(database_url: str, folder: Path) -> Iterator[tuple[Config, Daemon, Daemon]]:
+    """Two daemons: the first watches the inbox, the second stands by; both gone after."""
+    config_file, config = fleet_config(folder, database_url)
     first = Daemon(config_file, "first")
     wait_for(lambda: "watching" in first.log(), what="the first daemon to watch")
     second = Daemon(config_file, "second")
     try:
         wait_for(lambda: "another process watches the inbox" in second.log(), what="the second to stand by")
+        yield config, first, second
+    finally:
+        for daemon in (first, second):
+            if daemon.process.poll() is None:
+                daemon.process.send_signal(signal.SIGCONT)
+                daemon.kill()
+
+
+def test_when_the_watching_daemon_dies_another_takes_the_inbox(postgres_cluster, tmp_path: Path) -> None:
+    with watcher_and_standby(postgres_cluster.new_database(), tmp_path) as (config, first, second):
         first.kill()
         wait_for(lambda: "watching" in second.log(), timeout=15, what="the second daemon to take the inbox")
         config.inbox_dir.mkdir(parents=True, exist_ok=True)
@@ -194,10 +208,6 @@ def test_when_the_watching_daemon_dies_another_takes_the_inbox(postgres_cluster,
         wait_for(lambda: all_settled(config, 5), timeout=30, what="the files dropped after the kill")
         assert {row["processed_by"] for row in read_images(config)} == {f"{os.uname().nodename}:{second.process.pid}"}
         assert second.stop() == 0
-    finally:
-        for daemon in (first, second):
-            if daemon.process.poll() is None:
-                daemon.kill()
 
 
 def test_when_the_watching_daemon_freezes_another_takes_the_inbox_and_the_frozen_one_registers_nothing(
@@ -205,12 +215,7 @@ def test_when_the_watching_daemon_freezes_another_takes_the_inbox_and_the_frozen
 ) -> None:
     """SIGSTOP keeps a session (and any lock it holds) alive: only a lease the watcher renews
     lets a standby see that intake stopped."""
-    config_file, config = fleet_config(tmp_path, postgres_cluster.new_database())
-    first = Daemon(config_file, "first")
-    wait_for(lambda: "watching" in first.log(), what="the first daemon to watch")
-    second = Daemon(config_file, "second")
-    try:
-        wait_for(lambda: "another process watches the inbox" in second.log(), what="the second to stand by")
+    with watcher_and_standby(postgres_cluster.new_database(), tmp_path) as (config, first, second):
         first.process.send_signal(signal.SIGSTOP)
         try:
             for number in range(8):
@@ -224,11 +229,6 @@ def test_when_the_watching_daemon_freezes_another_takes_the_inbox_and_the_frozen
             (config.inbox_dir / f"after-{number}.jpg").write_bytes(photo_bytes(number, size=(200, 150)))
         rows = wait_for(lambda: all_settled(config, 12), timeout=60, what="the files dropped after it woke")
         assert first.stop() == 0 and second.stop() == 0
-    finally:
-        for daemon in (first, second):
-            if daemon.process.poll() is None:
-                daemon.process.send_signal(signal.SIGCONT)
-                daemon.kill()
     assert sorted(row["filename"] for row in rows) == sorted(
         [f"frozen-{number}.jpg" for number in range(8)] + [f"after-{number}.jpg" for number in range(8, 12)]
     )

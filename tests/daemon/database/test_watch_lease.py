@@ -3,29 +3,18 @@ only once it lapses, and a holder that lost it registers nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import Connection, Engine, func, select, update
 
 from daemon.database import records, watch_lease, work_queue
-from models import migrate
-from models.db import make_engine
 from models.tables import Image, WatchLease
 
 pytestmark = pytest.mark.both_backends
 
 leases = WatchLease.__table__
 FIRST, SECOND = 1, 2
-
-
-@pytest.fixture
-def engine(backend_url: str) -> Iterator[Engine]:
-    engine = make_engine(backend_url)
-    migrate.upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def _lapse(connection: Connection) -> None:

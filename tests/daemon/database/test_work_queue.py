@@ -12,22 +12,12 @@ from sqlalchemy import Engine, func, select
 from daemon.database import records, work_queue
 from daemon.database.work_queue import CAPTION, PREPARE
 from daemon.database.writer import DatabaseWriter
-from models import migrate
-from models.db import make_engine
 from models.tables import Image, ImageTotals
 
 pytestmark = pytest.mark.both_backends
 
 images = Image.__table__
 DONE = {"status": "done", "processed_at": datetime(2026, 12, 2), "processing_ms": 12.5, "thumbnails_ms": 3.0}
-
-
-@pytest.fixture
-def engine(backend_url: str) -> Iterator[Engine]:
-    engine = make_engine(backend_url)
-    migrate.upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
