@@ -162,7 +162,7 @@ async def recaption_image(request: Request) -> Response:
       - {name: image_id, in: path, required: true, schema: {type: integer}}
     responses:
       202:
-        description: '{"id", "image_id", "status": "pending", "links"}: queued for the caption stage'
+        description: '{"id", "image_id", "status": "done", "caption_status": "pending", "links"}: queued for the caption stage'
       401:
         description: api.upload_token is set and the request does not carry it
       404:
@@ -176,12 +176,13 @@ async def recaption_image(request: Request) -> Response:
         raise Conflict('Captions are off: set caption.model in the configuration first.')
     if not await writer(request).run(actions.mark_for_recaption, [image_id]):
         await _unchanged(request, image_id, "captioned again", allowed=("done",))
-    return _queued(request, image_id)
+    # It stays done, with its caption until the new one replaces it.
+    return _queued(request, image_id, {"status": "done", "caption_status": "pending"})
 
 
-def _queued(request: Request, image_id: int) -> JsonResponse:
+def _queued(request: Request, image_id: int, state: dict[str, str] | None = None) -> JsonResponse:
     url = serialize.image_url(base_url(request), image_id)
-    body = {"id": image_id, "image_id": image_id, "status": "pending", "links": {"self": url}}
+    body = {"id": image_id, "image_id": image_id, **(state or {"status": "pending"}), "links": {"self": url}}
     return JsonResponse(body, status_code=202, headers={"Location": url})
 
 

@@ -181,9 +181,10 @@ async def list_images(request: Request) -> Response:
         search=_search(request),
     )
     base = base_url(request)
+    captions = context(request).config.caption.model != "none"
     return JsonResponse(
         {
-            "items": [serialize.summary(row, base) for row in page.items],
+            "items": [serialize.summary(row, base, captions=captions) for row in page.items],
             "next_cursor": encode_cursor(page.next_before_id) if page.next_before_id is not None else None,
             "limit": limit,
         }
@@ -232,7 +233,8 @@ async def create_image(request: Request) -> Response:
     try:
         known = await uploads.find_known(db, staged.sha256)
         if known is not None:
-            return Response(serialize.record_json(known, base, duplicate=True), media_type=JSON)
+            captions = config.caption.model != "none"
+            return Response(serialize.record_json(known, base, captions=captions, duplicate=True), media_type=JSON)
         name = await run_in_threadpool(uploads.deliver, staged, config)
     finally:
         staged.discard()  # after delivery there is nothing left to discard
@@ -279,7 +281,7 @@ async def get_image(request: Request) -> Response:
         description: >-
           {"id", "image_id" (the same), "filename", "status", "error", "error_kind", "sha256", "received_at",
           "processed_at", "processing_ms", "timings_ms", "metadata", "caption", "caption_model",
-          "caption_device", "caption_runtime", "caption_error", "thumbnails": {"small", "medium"},
+          "caption_device", "caption_runtime", "caption_status", "caption_error", "thumbnails": {"small", "medium"},
           "links"}
       404:
         description: no image with this id
@@ -287,7 +289,8 @@ async def get_image(request: Request) -> Response:
     row = await reader(request).run(queries.image_by_id, image_id_of(request))
     if row is None:
         raise NotFound("No image with this id.")
-    return Response(serialize.record_json(row, base_url(request)), media_type=JSON)
+    captions = context(request).config.caption.model != "none"
+    return Response(serialize.record_json(row, base_url(request), captions=captions), media_type=JSON)
 
 
 async def get_thumbnail(request: Request) -> Response:

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from models.caption_state import caption_state
 from models.queries import STAGES, Stats, Worker
 
 THUMBNAIL_SIZES = ("small", "medium")
@@ -33,7 +34,23 @@ def thumbnail_url(base: str, image_id: int, size: str) -> str:
     return f"{base}/api/images/{image_id}/thumbnails/{size}"
 
 
-def summary(row: Mapping[str, Any], base: str) -> dict[str, Any]:
+def caption_status(row: Mapping[str, Any], *, captions: bool) -> str | None:
+    """Where an image's caption stands: "done", "pending" (coming: the image is still being
+    processed, or done and waiting for the caption stage, e.g. while the model is prepared),
+    "failed" (`caption_error` says why), or None: none is coming (captions are off, or the
+    image failed)."""
+    if row["stage"] == "caption":
+        return "pending"
+    if row["caption"] is not None:
+        return "done"
+    if row["caption_error"] is not None:
+        return "failed"
+    if captions and row["status"] in ("pending", "processing"):
+        return "pending"
+    return None
+
+
+def summary(row: Mapping[str, Any], base: str, *, captions: bool = True) -> dict[str, Any]:
     """One item of the list: what a gallery tile shows, so a page of them needs no other request.
 
     Written out rather than built in loops: it runs for every row of every page (a third less
@@ -48,6 +65,7 @@ def summary(row: Mapping[str, Any], base: str) -> dict[str, Any]:
         "received_at": timestamp(row["received_at"]),
         "error": row["error"],
         "caption": row["caption"],
+        "caption_status": caption_status(row, captions=captions),
         "caption_error": row["caption_error"],
         "thumbnails": {
             "small": f"{url}/thumbnails/small" if row["thumb_small_path"] else None,
@@ -75,7 +93,7 @@ def _metadata(row: Mapping[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def record_json(row: Mapping[str, Any], base: str, **extra: Any) -> bytes:
+def record_json(row: Mapping[str, Any], base: str, *, captions: bool = True, **extra: Any) -> bytes:
     """The whole record of one image, as DESIGN.md lists it, encoded; `extra` keys are added.
 
     `row["exif"]` is the JSON text the daemon stored (models.queries): it is placed into the
@@ -103,6 +121,7 @@ def record_json(row: Mapping[str, Any], base: str, **extra: Any) -> bytes:
         "caption_model": row["caption_model"],
         "caption_device": row["caption_device"],
         "caption_runtime": row["caption_runtime"],
+        "caption_status": caption_status(row, captions=captions),
         "caption_error": row["caption_error"],
         "thumbnails": thumbnails,
         "links": {"self": image_url(base, image_id)},
@@ -160,28 +179,10 @@ def stats(stats: Stats, now: datetime, *, captions_configured: bool = True, leas
     }
 
 
-CAPTION_FIX = "htx model download (or set caption.model to a model folder), restart the daemon, then htx recaption --missing"
-
-
 def caption_json(stats: Stats, *, configured: bool) -> dict[str, Any]:
     """What makes the captions now, or why nothing does, and how many done images wait for one."""
-    status = stats.caption_status
-    available = bool(status and status.startswith("ready"))
-    reason = fix = None
-    if not configured:
-        reason, fix = 'caption.model is "none"', "set caption.model to a hub id or a model folder"
-    elif not available:
-        fix = CAPTION_FIX
-        if status is None:
-            reason = "no daemon is running with the model"
-        elif status == "loading":
-            reason, fix = "the model is loading", None
-        else:
-            reason = status.removeprefix("unavailable: ")
-            # "caption model <name> not available: <why>": the model is not installed, not the name
-            _, missing, why = reason.partition(" not available: ")
-            if missing:
-                reason = f"model not installed ({why})"
+    state = caption_state(stats.caption_status, configured=configured)
+    available, reason, fix = state.available, state.reason, state.fix
     return {
         "model": stats.caption_model,
         "device": stats.caption_device,

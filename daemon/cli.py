@@ -167,7 +167,11 @@ def cmd_stats(config: Config, args: argparse.Namespace) -> int:
         with engine.connect() as connection:
             now = utcnow()
             lines = stats_table(
-                queries.stats(connection, now=now), queries.daemon_status(connection), now=now, lease_s=config.pipeline.lease_s
+                queries.stats(connection, now=now),
+                queries.daemon_status(connection),
+                now=now,
+                lease_s=config.pipeline.lease_s,
+                captions_configured=config.caption.model != "none",
             )
     finally:
         engine.dispose()
@@ -316,6 +320,38 @@ def cmd_model_download(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_model_verify(config: Config, args: argparse.Namespace) -> int:
+    """Hash the caption model's checkpoint and its compiled form again, whatever the cheap
+    check of a start (size, mtime, inode) says; a damaged compiled model is removed, and the
+    daemon compiles it again at its next start."""
+    import shutil
+
+    from daemon.captions.blip import BlipCaptioner, resolve_runtime
+    from daemon.captions.captioner import CaptionerUnavailable
+
+    if config.caption.model == "none":
+        print('htx model verify: caption.model is "none": there is no model to verify', file=sys.stderr)
+        return EXIT_USAGE
+    if resolve_runtime(config.caption, "cpu") != "openvino":
+        print("htx model verify: this configuration captions with torch, which keeps no compiled model")
+        return EXIT_OK
+    captioner = BlipCaptioner(config.caption, config.base_dir, cache_dir=config.data_dir)
+    try:
+        folder, problem = captioner.verify_compiled()
+    except CaptionerUnavailable as error:
+        print(f"htx model verify: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if problem is None:
+        print(f"{captioner.model_name}: the checkpoint and its compiled model are intact ({folder})")
+        return EXIT_OK
+    if problem == "no compiled model yet":
+        print(f"{captioner.model_name}: not compiled yet; the daemon compiles it at its next start ({folder})")
+        return EXIT_OK
+    shutil.rmtree(folder, ignore_errors=True)
+    print(f"{captioner.model_name}: the compiled model was damaged ({problem}): removed; the daemon compiles it again at its next start")
+    return EXIT_FAILURE
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -385,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_actions = model.add_subparsers(dest="action", metavar="ACTION", required=True)
     download = command(model_actions, "download", "fetch a hub model into the local Hugging Face cache (needs network access)", cmd_model_download)
     download.add_argument("name", nargs="?", metavar="NAME", help="hub id (default: caption.model)")
+    command(model_actions, "verify", "hash the caption model and its compiled form again (a start checks sizes and times only)", cmd_model_verify)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from models.caption_state import caption_state
 from models.queries import DaemonStatus, Stats
 
 
@@ -15,7 +16,9 @@ def _share(part: int, whole: int) -> str:
     return f"{100 * part / whole:5.1f} %" if whole else "    - "
 
 
-def stats_table(stats: Stats, daemon: DaemonStatus | None, *, now: datetime, lease_s: float | None = None) -> list[str]:
+def stats_table(
+    stats: Stats, daemon: DaemonStatus | None, *, now: datetime, lease_s: float | None = None, captions_configured: bool = True
+) -> list[str]:
     """Lines of the table; `now` is naive UTC, like the stored times; a worker heard from last
     over `lease_s` ago (pipeline.lease_s) is "gone"."""
     finished = stats.finished
@@ -38,6 +41,9 @@ def stats_table(stats: Stats, daemon: DaemonStatus | None, *, now: datetime, lea
     device = f" on {stats.caption_device}" if stats.caption_device else ""
     runtime = f" ({stats.caption_runtime})" if stats.caption_runtime else ""
     lines.append(f"{'caption model':<14}{model}{device}{runtime}")
+    captions = caption_state(stats.caption_status, configured=captions_configured)
+    waiting = f" ({stats.uncaptioned:,} done image(s) without a caption)" if stats.uncaptioned else ""
+    lines.append(f"{'captions':<14}{captions.words}{waiting}")
     if daemon is None:
         lines.append(f"{'daemon':<14}never started")
     else:

@@ -96,6 +96,8 @@ WATCH_LEASE_S = 5 * WATCH_CHECK_S
 # Files skipped (not regular, unreadable) are named once each; past this many remembered, the
 # memory is cleared and a file may be named once more.
 MAX_SKIPPED_REMEMBERED = 10_000
+# Images queued for a caption that a process with caption.model = "none" ends per claim.
+CAPTIONS_OFF_BATCH = 50
 
 
 # A file that arrived in the inbox: its path and inode. A new file at the same path (an upload
@@ -154,6 +156,7 @@ class Daemon:
                 finish=self._caption_done,
                 hand_back=self._caption_handed_back,
                 on_status=lambda _status: self._try_heartbeat(),
+                incoming=lambda: self._preparing,
             )
         self._registrations: queue.Queue[Arrival] = queue.Queue()
         self._stopping = threading.Event()
@@ -166,6 +169,9 @@ class Daemon:
         self._state = threading.Condition()
         self._arrivals: set[Arrival] = set()
         self._outstanding = 0
+        # Images whose stages run now and whose caption this process's caption worker makes
+        # next: a batch waits for them, never for images that are not coming.
+        self._preparing = 0
         # Names in failed/ are picked and used under this lock, so two failures never share one.
         self._failed_names = threading.Lock()
         self._outage = Outage(self._check_environment, on_change=self._problem_changed)
@@ -183,9 +189,15 @@ class Daemon:
         stages = []
         if self._worker_count:
             stages.append(PREPARE)
-        if self._captions is not None:
+        if self._captions is not None or self._captions_off:
             stages.append(CAPTION)
         return tuple(stages)
+
+    @property
+    def _captions_off(self) -> bool:
+        """caption.model = "none" in a process with the captions role: images queued for a
+        caption (by a start that had a model, a recaption) are done without one here."""
+        return "captions" in self.roles and self.captioner.input_size is None
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -213,6 +225,8 @@ class Daemon:
         if self._captions is not None:
             self._captions.start()  # loads the model in the background; images queue meanwhile
             self._spawn("htx-caption-feeder", self._caption_feeder_loop)
+        elif self._captions_off:
+            self._spawn("htx-captions-off", self._captions_off_loop)
         for number in range(self._worker_count):
             self._spawn(f"htx-worker-{number}", self._worker_loop)
         self._spawn("htx-leases", self._lease_loop)
@@ -907,7 +921,7 @@ class Daemon:
         """Run the stages; True if the caption worker has taken the image over (it finishes or
         hands back the image, and releases it). EnvironmentFault: nothing was recorded."""
         try:
-            with self._storage(self.config.thumbnails_dir):
+            with self._counted_as_preparing(), self._storage(self.config.thumbnails_dir):
                 prepared = prepare(
                     job.source,
                     sha256=job.sha256,
@@ -923,7 +937,9 @@ class Daemon:
         if self.captioner.input_size is None or prepared.caption_input is None:
             self._finish(job, prepared.metadata.format, started, values | records.caption_values(None))
             return False
-        if self._captions is None:
+        if self._captions is None or not self._captions.ready:
+            # No model here, or not yet (it loads, or compiles on a first start): the image is
+            # done without waiting for it, and captioned from the store once a model is ready.
             self._hand_to_captions(job, prepared.metadata.format, started, values)
             return False
         # Metadata and thumbnails are visible now; the caption follows when the model gets to it.
@@ -933,12 +949,28 @@ class Daemon:
             self._caption_handed_back(task)  # stopping
         return True
 
+    @contextmanager
+    def _counted_as_preparing(self) -> Iterator[None]:
+        counted = self._captions is not None and self._captions.ready
+        if counted:
+            with self._state:
+                self._preparing += 1
+        try:
+            yield
+        finally:
+            if counted:
+                with self._state:
+                    self._preparing -= 1
+
     def _hand_to_captions(self, job: Job, image_format: str, started: float, values: dict) -> None:
-        """Metadata and thumbnails done, the caption left to a process with that role: the
-        original goes to the store, where that process reads it, and the image back in the
-        queue for its last stage."""
-        if self._record_and_store(job, image_format, started, values | {"status": "pending", "stage": CAPTION, "error": None, "error_kind": None}) is not None:
+        """Metadata and thumbnails done, the caption left to the caption stage (a process with
+        that role, or this one once its model is ready): the image is done, its caption to
+        come; the original goes to the store, where the caption stage reads it."""
+        outcome = {"status": "done", "stage": CAPTION, "error": None, "error_kind": None, "caption_error": None, "processed_at": records.utcnow()}
+        processing_ms = self._record_and_store(job, image_format, started, values | outcome)
+        if processing_ms is not None:
             self.writer.call(work_queue.announce)
+            log.info("image %d %s: done in %.0f ms, its caption to come", job.image_id, job.filename, processing_ms)
 
     # -- captions -----------------------------------------------------------------------------
 
@@ -953,6 +985,23 @@ class Daemon:
                 continue
             for claim in self._claim(CAPTION, batch_size):
                 self._feed_caption(claim)
+
+    def _captions_off_loop(self) -> None:
+        while self._outage.wait_turn(self._stopping):
+            for claim in self._claim(CAPTION, CAPTIONS_OFF_BATCH):
+                self._done_without_caption(claim)
+
+    def _done_without_caption(self, claim: Claim) -> None:
+        with self._state:
+            self._outstanding += 1
+        try:
+            self.writer.call_statement(work_queue.finish, self.worker_id, claim.image.id, {"stage": None, "status": "done"} | self._by_me())
+        except EnvironmentFault as fault:
+            self._report(fault)
+            self._release_claim(claim.image.id, {})
+        finally:
+            self._claims.let_go(claim.image.id)
+            self._release()
 
     def _feed_caption(self, claim: Claim) -> None:
         assert self._captions is not None

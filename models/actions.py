@@ -62,12 +62,13 @@ def mark_for_reprocessing(
 
 
 def mark_for_recaption(connection: Connection, image_ids: Sequence[int]) -> list[int]:
-    """Done images back to `pending` for the caption stage only: a daemon that captions takes
-    them from the store, and they are `done` again with a new caption. Returns the ids marked."""
+    """Done images queued for the caption stage only: they stay `done`, with their caption
+    until the new one replaces it; a daemon that captions takes them from the store. Returns
+    the ids marked."""
     query = (
         update(images)
         .where(images.c.status == "done", images.c.stored_path.is_not(None), images.c.id.in_(list(image_ids)))
-        .values(status="pending", stage="caption")
+        .values(stage="caption")
         .returning(images.c.id)
     )
     return sorted(row.id for row in connection.execute(query))

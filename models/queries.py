@@ -21,11 +21,13 @@ from sqlalchemy import (
     case,
     Select,
     Text,
+    and_,
     bindparam,
     cast,
     column,
     func,
     literal_column,
+    or_,
     select,
     table,
 )
@@ -61,6 +63,7 @@ _SUMMARY_COLUMNS = [
     images.c.error,
     images.c.caption,
     images.c.caption_error,
+    images.c.stage,
     images.c.thumb_small_path,
     images.c.thumb_medium_path,
 ]
@@ -735,7 +738,12 @@ def metrics(connection: Connection, *, now: datetime) -> Metrics:
     tens of milliseconds at 100,000 images, for a scrape every few seconds at most."""
     by_status, _ = _status_totals(connection)
     waiting = {"prepare": 0, "caption": 0}
-    pending = select(images.c.stage, func.count()).where(images.c.status == "pending").group_by(images.c.stage)
-    for stage, count in connection.execute(pending):
+    # The caption stage's images are done already, their caption still to come.
+    queued = (
+        select(images.c.stage, func.count())
+        .where(or_(and_(images.c.status == "pending", images.c.stage.is_(None)), and_(images.c.status == "done", images.c.stage == "caption")))
+        .group_by(images.c.stage)
+    )
+    for stage, count in connection.execute(queued):
         waiting[stage or "prepare"] = count
     return Metrics(by_status, waiting, _durations_of_done(connection), workers(connection, now=now))

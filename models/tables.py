@@ -96,7 +96,7 @@ class Image(Base):
     claimed_by: Mapped[int | None] = mapped_column(Integer)  # the daemon_state row of the worker
     lease_until: Mapped[datetime | None] = mapped_column(DateTime)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")  # claims lost to a dead worker
-    stage: Mapped[str | None] = mapped_column(String(16))  # "caption": only that is left; None: all
+    stage: Mapped[str | None] = mapped_column(String(16))  # "caption": only that is left (the image is done); None: all
     source_identity: Mapped[str | None] = mapped_column(String(64))  # inode:size:mtime when hashed
     processed_by: Mapped[str | None] = mapped_column(Text)  # host:pid of the worker that recorded it
 
@@ -113,6 +113,13 @@ class Image(Base):
         Index("ix_images_status_processing_ms", "status", "processing_ms"),
         # The work queue's head (daemon/database/work_queue.py): pending images in claim order.
         Index("ix_images_pending", "id", sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+        # The caption stage's queue: done images whose caption is still to come (migration 0011).
+        Index(
+            "ix_images_caption_queue",
+            "id",
+            sqlite_where=text("status = 'done' AND stage = 'caption'"),
+            postgresql_where=text("status = 'done' AND stage = 'caption'"),
+        ),
         # An id is never given twice, though images can be deleted (migration 0008).
         {"sqlite_autoincrement": True},
     )

@@ -126,6 +126,8 @@ function captionOf(item) {
   if (item.status === "processing") {
     return { text: item.thumbnails && item.thumbnails.small ? "Captioning…" : "Processing…", kind: "why" };
   }
+  // Done, its caption made later (the model is being prepared, or captions another image first).
+  if (item.caption_status === "pending") return { text: "Caption coming…", kind: "why" };
   if (state.captionNote) return { text: state.captionNote, kind: "why" };
   if (item.caption_error) return { text: `No caption: ${item.caption_error}`, kind: "why" };
   return { text: "No caption", kind: "why" };

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,13 +257,14 @@ class BlipCaptioner:
             return "not loaded"
         return f"{self._device}, {self.runtime}"
 
-    def load(self) -> None:
-        """Load the processor and the model; CaptionerUnavailable (with the fix) if impossible."""
+    def load(self, progress: Callable[[str], None] | None = None) -> None:
+        """Load the processor and the model; CaptionerUnavailable (with the fix) if impossible.
+        `progress` hears what a first start's compilation is doing."""
         with self._lock:
             if self._runtime is None:
-                self._load()
+                self._load(progress or (lambda what: None))
 
-    def _load(self) -> None:
+    def _load(self, progress: Callable[[str], None]) -> None:
         # Checked before torch is imported (seconds): images waiting for a model that is not
         # there get their caption_error at once.
         if self.source.is_folder and not Path(self.source.location).is_dir():
@@ -285,9 +286,9 @@ class BlipCaptioner:
         if runtime == "openvino":
             device = "cpu"  # runtime = openvino with device = auto on a machine with a GPU
             try:
-                self._compiled = self._load_compiled(processor)
-                # A build leaves the float32 torch model and the conversion's graphs in cycles:
-                # measured, resident memory stays at 5.4 GB after a build without this, 2.1 GB with.
+                self._compiled = self._load_compiled(processor, progress)
+                # Compiling converts the weights to the run's precision: the float32 read of
+                # them is freed, and handed back to the system.
                 gc.collect()
                 release_freed_memory()
             except CaptionerUnavailable:
@@ -341,15 +342,18 @@ class BlipCaptioner:
             release_freed_memory()
         self._model, self._dtype, self._quantized = model, dtype, quantize
 
-    def _load_compiled(self, processor: Any) -> Any:
-        import torch
+    def _model_folder(self) -> Path:
+        """The checkpoint's folder: the configured one, or the hub cache's snapshot."""
+        if self.source.is_folder:
+            return Path(self.source.location)
+        return Path(_local_file(self.source, "config.json") or "").parent
 
-        from daemon.captions import openvino_blip
+    def _cache_root(self, model_folder: Path, *, quiet: bool = False) -> Path:
+        """Where compiled caches are kept: beside the model, or in the data folder where the
+        service may only read the model's folder (a shared or root-owned cache)."""
+        from daemon.captions.openvino_cache import CACHE_FOLDER
 
-        model_folder = Path(self.source.location)
-        if not self.source.is_folder:
-            model_folder = Path(_local_file(self.source, "config.json") or "").parent
-        cache_root = model_folder / openvino_blip.CACHE_FOLDER
+        cache_root = model_folder / CACHE_FOLDER
         try:
             cache_root.mkdir(exist_ok=True)
             if not os.access(cache_root, os.W_OK):
@@ -357,10 +361,32 @@ class BlipCaptioner:
         except OSError as error:
             if self.cache_dir is None:
                 raise
-            # A model folder the service may only read (a shared or root-owned cache).
-            fallback = self.cache_dir / openvino_blip.CACHE_FOLDER / self.source.name.replace("/", "--")
-            log.info("the compiled caption model goes to %s: %s (%s)", fallback, cache_root, error.strerror or error)
-            cache_root = fallback
+            fallback = self.cache_dir / CACHE_FOLDER / self.source.name.replace("/", "--")
+            if not quiet:
+                log.info("the compiled caption model goes to %s: %s (%s)", fallback, cache_root, error.strerror or error)
+            return fallback
+        return cache_root
+
+    def verify_compiled(self) -> tuple[Path, str | None]:
+        """`htx model verify`: hash the checkpoint and the compiled model of these settings
+        again, every file read whole; the cache's folder and what is wrong with it (None: all
+        is well)."""
+        from daemon.captions import openvino_blip
+
+        if self.source.is_folder and not Path(self.source.location).is_dir():
+            raise unavailable(self.source, "folder not found")
+        if not self.source.is_folder and _local_file(self.source, "config.json") is None:
+            raise unavailable(self.source, "not in the local Hugging Face cache")
+        model_folder = self._model_folder()
+        precision = openvino_blip.resolve_precision(self.config.dtype)
+        shapes = openvino_blip.Shapes(self.input_size, self.config.max_new_tokens)
+        return openvino_blip.verify(model_folder, self._cache_root(model_folder, quiet=True), precision, shapes)
+
+    def _load_compiled(self, processor: Any, progress: Callable[[str], None]) -> Any:
+        from daemon.captions import openvino_blip
+
+        model_folder = self._model_folder()
+        cache_root = self._cache_root(model_folder)
         tokenizer = processor.tokenizer
         text_config = json.loads((model_folder / "config.json").read_text(encoding="utf-8")).get("text_config", {})
         tokens = openvino_blip.TokenIds(
@@ -368,15 +394,15 @@ class BlipCaptioner:
             end=text_config.get("sep_token_id", tokenizer.sep_token_id),
             pad=text_config.get("pad_token_id", tokenizer.pad_token_id),
         )
-        shapes = openvino_blip.Shapes(self.config.batch_size, self.input_size, self.config.max_new_tokens)
         return openvino_blip.load(
             model_folder,
             cache_root,
             setting=self.config.dtype,
-            shapes=shapes,
+            shapes=openvino_blip.Shapes(self.input_size, self.config.max_new_tokens),
+            batch_size=self.config.batch_size,
             threads=self.config.threads,
             tokens=tokens,
-            load_torch_model=lambda: self._load_model(torch.float32),
+            progress=progress,
         )
 
     def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:

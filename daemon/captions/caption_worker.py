@@ -1,10 +1,12 @@
 """The caption worker: one thread that loads the model, then captions waiting images in batches.
 
 Pipeline workers hand it an image already reduced to the model's input size, with an opaque
-payload (the daemon's job). It loads the captioner first, in the background, so metadata and
-thumbnails flow while the model loads; images handed in meanwhile wait. Then it takes up to
-`batch_size` waiting images, or waits at most `batch_wait_ms` for more, and runs one model
-call for them. Every image gets exactly one outcome through `finish` (a caption, or an error
+payload (the daemon's job). It loads the captioner first, in the background; until it is
+`ready` the daemon hands no image in (they are done without waiting, and captioned from the
+queue afterwards), and one handed in meanwhile waits. Then it takes what is waiting, up to
+`batch_size`, at once: a lone photo is captioned alone, now. It waits for company (at most
+`batch_wait_ms`) only while more images are on their way (`incoming`, being prepared by the
+pipeline), and runs one model call for them; the model runs at the size of the batch. Every image gets exactly one outcome through `finish` (a caption, or an error
 when the model is unavailable or fails on that batch), or, when the worker stops first (even
 in the middle of its batch), goes back through `hand_back`, never both.
 """
@@ -29,6 +31,13 @@ log = logging.getLogger("htx.caption")
 # Images waiting for the model are held in memory (384x384 RGB: ~0.4 MB each). Past this many,
 # `submit` blocks the pipeline worker: a burst of ten thousand files must not hold gigabytes.
 MIN_CAPACITY = 64
+# How often a batch waiting for company looks whether any is still on its way.
+INCOMING_POLL_S = 0.02
+
+
+def is_loading(status: str | None) -> bool:
+    """Whether a caption status says the model is not ready yet (loading, or being prepared)."""
+    return status is not None and status.startswith(("loading", "preparing"))
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class CaptionWorker:
         finish: Callable[[Any, CaptionOutcome], None],
         hand_back: Callable[[Any], None],
         on_status: Callable[[str], None] = lambda status: None,
+        incoming: Callable[[], int] = lambda: 0,
     ) -> None:
         self.captioner = captioner
         self.batch_size = batch_size
@@ -62,6 +72,7 @@ class CaptionWorker:
         self._finish = finish
         self._hand_back = hand_back
         self._on_status = on_status
+        self._incoming = incoming
         self._status = "loading"
         self._unavailable: str | None = None  # the reason every caption fails, once known
         self.batches = CaptionBatches()  # sizes and durations of the model calls, for /metrics
@@ -73,8 +84,15 @@ class CaptionWorker:
 
     @property
     def status(self) -> str:
-        """"loading", "ready (cpu, bfloat16)", or "unavailable: <reason>"."""
+        """"loading", "preparing: <what> (first start, about N s)", "ready (cpu, bfloat16)", or
+        "unavailable: <reason>"."""
         return self._status
+
+    @property
+    def ready(self) -> bool:
+        """Whether an image handed in now is captioned (or told why it cannot be) without
+        waiting for the model to load."""
+        return not is_loading(self._status)
 
     def start(self) -> None:
         self._thread.start()
@@ -100,7 +118,7 @@ class CaptionWorker:
         are claimed from the queue no sooner than the model will take them (while it loads,
         other processes' caption workers may)."""
         with self._changed:
-            return not self._stopping and len(self._waiting) + count <= 2 * self.batch_size
+            return not self._stopping and self.ready and len(self._waiting) + count <= 2 * self.batch_size
 
     def stop(self) -> None:
         """Cut the batch in hand short and hand it back, with every image still waiting.
@@ -113,7 +131,7 @@ class CaptionWorker:
         with self._changed:
             self._stopping = True
             self._cancel.set()
-            loading = self._status == "loading"
+            loading = is_loading(self._status)
             self._changed.notify_all()
         if not loading and self._thread.is_alive():
             self._thread.join()
@@ -139,7 +157,7 @@ class CaptionWorker:
     def _load(self) -> None:
         started = time.perf_counter()
         try:
-            self.captioner.load()
+            self.captioner.load(progress=self._preparing)
         except CaptionerUnavailable as error:
             if self._set_status(f"unavailable: {error.reason}", unavailable=error.reason):
                 log.error("%s. Until then images are done without a caption (afterwards: htx recaption --missing)", error)
@@ -156,6 +174,10 @@ class CaptionWorker:
                 self.captioner.settings,
                 time.perf_counter() - started,
             )
+
+    def _preparing(self, what: str) -> None:
+        """The captioner's progress while it prepares the model (a first start's compilation)."""
+        self._set_status(f"preparing: {what}")
 
     def _set_status(self, status: str, *, unavailable: str | None = None) -> bool:
         """Record the outcome of loading; False if stopped meanwhile (then nothing is touched)."""
@@ -176,14 +198,16 @@ class CaptionWorker:
             while not self._waiting and not self._stopping:
                 self._changed.wait()
             if self._unavailable is None:
-                # On CPU an image in a batch of 8 costs half what it costs alone: wait a moment
-                # for the batch to fill (the first of a burst fills in about half a second).
+                # An image in a batch costs less than alone (the decoder reads its weights once
+                # per step for the whole batch): wait a moment for the images the pipeline is
+                # preparing, but never for company that is not coming.
                 deadline = time.monotonic() + self.batch_wait_s
-                while len(self._waiting) < self.batch_size and not self._stopping:
+                while len(self._waiting) < self.batch_size and not self._stopping and self._incoming() > 0:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    self._changed.wait(remaining)
+                    # Polled too: an image the pipeline fails leaves `incoming` without a notify.
+                    self._changed.wait(min(remaining, INCOMING_POLL_S))
             if self._stopping:
                 return None
             batch = [self._waiting.popleft() for _ in range(min(self.batch_size, len(self._waiting)))]

@@ -8,7 +8,7 @@ model (daemon/captions/blip.py), by hub id or folder.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from PIL import Image
@@ -58,8 +58,9 @@ class Captioner(Protocol):
     def settings(self) -> str:
         """How it runs ("cpu, bfloat16"), for logs and the daemon's status line."""
 
-    def load(self) -> None:
-        """Make the model ready (slow: seconds); raises CaptionerUnavailable if it cannot be."""
+    def load(self, progress: Callable[[str], None] | None = None) -> None:
+        """Make the model ready (slow: seconds; a first start may compile it, a minute or
+        more, telling `progress` what it does); raises CaptionerUnavailable if it cannot be."""
 
     def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
         """One caption per image, in order. Raises CaptionerUnavailable if the model is missing,
@@ -75,7 +76,7 @@ class NoCaptioner:
     input_size = None
     settings = "off"
 
-    def load(self) -> None:
+    def load(self, progress: Callable[[str], None] | None = None) -> None:
         pass
 
     def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:

@@ -1,9 +1,9 @@
 """BLIP captions through OpenVINO: compiled once from the checkpoint, cached next to it.
 
 Eager PyTorch runs BLIP without fused attention and its decoder step by step through Python,
-far from what the CPU can do. OpenVINO compiles the two pieces of `blip_split` for the CPU at
-fixed shapes (a batch of `batch_size` images at the model's input size; a self-attention cache
-of `max_new_tokens` positions) and runs each in a precision the CPU computes natively.
+far from what the CPU can do. OpenVINO compiles the two pieces of `blip_split` for the CPU
+(any number of images at the model's input size; a self-attention cache of `max_new_tokens`
+positions) and runs each in a precision the CPU computes natively.
 
 The two pieces get different precisions under caption.dtype = auto, from bench/caption.py's
 fidelity report: the vision encoder keeps its features in bfloat16 (cosine 1.0000 with
@@ -11,27 +11,22 @@ float32), but a decoder step in bfloat16 flips captions (53% of words equal to f
 the stand-in model, below eager torch bfloat16's 66%), while float16, with 3 more mantissa
 bits, keeps 95% and runs faster still where the CPU has float16 arithmetic (AVX512-FP16).
 
-The compiled form is produced from the checkpoint `from_pretrained` loaded, offline, on the
-first start (about a minute for BLIP-base), and saved next to the model under a key of the
-checkpoint's hash, OpenVINO's version, the precision and the shapes. Every start checks the
-cache against its manifest (the key, and the hash of each file) and rebuilds it when anything
-differs, so a changed checkpoint, an upgrade or a damaged file is never trusted.
+The compiled form is produced from the checkpoint on the first start, in a child process
+(daemon/captions/openvino_build.py: about a minute for BLIP-base), and saved next to the
+model under a key of the checkpoint's hash, OpenVINO's version, the precision and the shapes
+(daemon/captions/openvino_cache.py, which also says how a start checks it cheaply). A changed
+checkpoint, an upgrade or a damaged file is never trusted.
 
-Captions do not depend on the other images of a batch: every batch has the compiled size
-(short ones are padded), so each image goes through exactly the same computation.
+The batch is as large as the work at hand (a lone photo runs alone, at once); every image of a
+batch goes through the same computation as alone, so its caption does not depend on which
+other images share the batch (tests/daemon/captions/test_openvino_blip.py checks the tokens).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
-import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,15 +34,28 @@ from typing import Any
 
 import numpy as np
 
+from daemon.captions import openvino_build
 from daemon.captions.captioner import CaptionCancelled
+from daemon.captions.openvino_cache import (
+    CACHE_FOLDER,
+    FILES,
+    FORMAT,
+    MANIFEST,
+    Precision,
+    Shapes,
+    cache_name,
+    cache_problem,
+    checkpoint_digest,
+    import_openvino,
+    known_checkpoint_digest,
+    openvino_version,
+    remove_stale,
+)
+
+__all__ = ["CACHE_FOLDER", "FILES", "MANIFEST", "CompiledBlip", "Precision", "Shapes", "TokenIds", "checkpoint_digest", "load"]
 
 log = logging.getLogger("htx.caption")
 
-# Bumped whenever blip_split or the conversion changes what the compiled files compute.
-FORMAT = 2
-CACHE_FOLDER = "htx-compiled"  # inside the model's folder (or the fallback) every cache lives in
-MANIFEST = "manifest.json"
-FILES = ("encoder.xml", "encoder.bin", "step.xml", "step.bin")
 # Added to the score of a cached position not yet filled: its softmax weight is exactly 0.
 MASKED = -1e9
 # caption.dtype names -> OpenVINO's inference precision names and the capability that makes
@@ -56,35 +64,10 @@ PRECISIONS = {"float32": ("f32", None), "bfloat16": ("bf16", "BF16"), "float16":
 
 
 @dataclass(frozen=True)
-class Precision:
-    """The precision of each compiled piece: caption.dtype names."""
-
-    encoder: str
-    step: str
-
-    def __str__(self) -> str:
-        """"bfloat16+float16" (encoder+decoder step), or one name when both agree."""
-        return self.encoder if self.encoder == self.step else f"{self.encoder}+{self.step}"
-
-
-@dataclass(frozen=True)
-class Shapes:
-    """What the compiled graphs are fixed to; part of the cache's key."""
-
-    batch_size: int
-    input_size: int
-    max_new_tokens: int
-
-
-@dataclass(frozen=True)
 class TokenIds:
     start: int  # every caption starts from it (BLIP's bos, "[DEC]")
     end: int  # a caption ends after it (BLIP's sep, "[SEP]")
     pad: int  # after the end, while other captions of the batch go on
-
-
-def openvino_version() -> str:
-    return import_openvino().get_version().split("-")[0]
 
 
 def native_precisions() -> set[str]:
@@ -114,143 +97,25 @@ def resolve_precision(setting: str) -> Precision:
     return Precision(setting, setting)
 
 
-def checkpoint_digest(folder: Path) -> str:
-    """sha256 over the files `from_pretrained` builds the model from: config and weights."""
-    digest = hashlib.sha256()
-    names = sorted(
-        path.name
-        for path in folder.iterdir()
-        if path.name == "config.json" or path.suffix == ".safetensors" or path.name.startswith("pytorch_model")
-    )
-    for name in names:
-        digest.update(name.encode() + b"\0")
-        digest.update(_file_digest(folder / name).encode())
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class CacheFolder:
+    """The cache a checkpoint gets under its settings, and what its manifest must say."""
+
+    folder: Path
+    expected: dict[str, Any]
+    digest: str
 
 
-def _file_digest(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def cache_name(digest: str, precision: Precision, shapes: Shapes) -> str:
-    return (
-        f"openvino-{openvino_version()}-{precision}-b{shapes.batch_size}-s{shapes.input_size}"
-        f"-t{shapes.max_new_tokens}-f{FORMAT}-{digest[:16]}"
-    )
-
-
-def cache_problem(folder: Path, expected: dict[str, Any]) -> str | None:
-    """Why the cache in `folder` cannot be used as it is, or None when it can."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return "no compiled model yet"
-    except (OSError, ValueError) as error:
-        return f"unreadable manifest ({error})"
-    for key, value in expected.items():
-        if manifest.get(key) != value:
-            return f"made for another {key}"
-    files = manifest.get("files", {})
-    for name in FILES:
-        try:
-            if _file_digest(folder / name) != files.get(name):
-                return f"{name} changed since it was made"
-        except OSError as error:
-            return f"{name} unreadable ({error.strerror or error})"
-    return None
-
-
-def import_openvino() -> Any:
-    """The openvino module, without its usage telemetry.
-
-    Importing openvino (and converting a model) reports usage to Google Analytics through the
-    openvino-telemetry package, and with no consent file in the home folder that counts as
-    consent. A server must not phone home on its own: OpenVINO runs without that package, and
-    the import of a module set to None in sys.modules fails, so OpenVINO uses its own stand-in.
-    """
-    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
-    import openvino
-
-    return openvino
-
-
-def _build(folder: Path, model: Any, precision: Precision, shapes: Shapes) -> None:
-    """Convert the two pieces of `model` (float32 torch) at fixed shapes; save them in `folder`."""
-    import torch
-
-    openvino = import_openvino()
-    from openvino.preprocess import PrePostProcessor
-
-    from daemon.captions.blip_split import DecoderStep, ImageEncoder
-
-    text = model.config.text_config
-    layers, heads = text.num_hidden_layers, text.num_attention_heads
-    head_size = text.hidden_size // heads
-    batch, length = shapes.batch_size, shapes.max_new_tokens
-    vision = model.config.vision_config
-    patches = (shapes.input_size // vision.patch_size) ** 2 + 1
-    pixels = torch.zeros(batch, 3, shapes.input_size, shapes.input_size)
-    cross = torch.zeros(layers, batch, heads, patches, head_size)
-    past = torch.zeros(layers, batch, heads, length, head_size)
-    step_inputs = {
-        "token": torch.zeros(batch, 1, dtype=torch.int64),
-        "position": torch.zeros(1, dtype=torch.int64),
-        "past_mask": torch.zeros(1, 1, 1, length),
-        "logit_bias": torch.zeros(text.vocab_size),
-        "past_keys": past,
-        "past_values": past,
-        "cross_keys": cross,
-        "cross_values": cross,
+def cache_folder(model_folder: Path, cache_root: Path, precision: Precision, shapes: Shapes, *, verify: bool = False) -> CacheFolder:
+    digest = known_checkpoint_digest(model_folder, cache_root, verify=verify)
+    expected = {
+        "format": FORMAT,
+        "openvino": openvino_version(),
+        "precision": str(precision),
+        "checkpoint_sha256": digest,
+        **asdict(shapes),
     }
-    with torch.no_grad(), warnings.catch_warnings():
-        # Tracing touches every attribute of the model, deprecated ones included, and warns
-        # about Python values it fixes: nothing a user can act on.
-        warnings.simplefilter("ignore")
-        encoder = openvino.convert_model(ImageEncoder(model).eval(), example_input=(pixels,))
-        step = openvino.convert_model(DecoderStep(model).eval(), example_input=tuple(step_inputs.values()))
-    encoder.reshape({encoder.inputs[0]: list(pixels.shape)})
-    step.reshape({step.input(name): list(value.shape) for name, value in step_inputs.items()})
-    for piece, names in ((encoder, ("image_embeds", "cross_keys", "cross_values")), (step, ("next_token", "new_keys", "new_values"))):
-        for output, name in zip(piece.outputs, names, strict=True):
-            output.get_tensor().set_names({name})
-    if precision.step != "float32":
-        # The cross-attention keys/values (2 x 85 MB per batch of 8 in float32) pass from the
-        # encoder to every step in the step's precision: read as they are at every token.
-        element = openvino.Type.bf16 if precision.step == "bfloat16" else openvino.Type.f16
-        encoder_io, step_io = PrePostProcessor(encoder), PrePostProcessor(step)
-        for name in ("cross_keys", "cross_values"):
-            encoder_io.output(name).tensor().set_element_type(element)
-            step_io.input(name).tensor().set_element_type(element)
-        encoder, step = encoder_io.build(), step_io.build()
-    # Float32 weights: the precision is applied when compiling, from the checkpoint's values.
-    openvino.save_model(encoder, folder / "encoder.xml", compress_to_fp16=False)
-    openvino.save_model(step, folder / "step.xml", compress_to_fp16=False)
-
-
-def build_cache(folder: Path, model: Any, expected: dict[str, Any], precision: Precision, shapes: Shapes) -> None:
-    """Build into a temporary sibling, manifest last, then rename: a crash leaves no half cache."""
-    building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir(parents=True)
-    try:
-        _build(building, model, precision, shapes)
-        files = {name: _file_digest(building / name) for name in FILES}
-        (building / MANIFEST).write_text(json.dumps({**expected, "files": files}, indent=2), encoding="utf-8")
-        if cache_problem(folder, expected) is None:
-            return  # another process (a recaption, a second daemon) finished the same meanwhile
-        shutil.rmtree(folder, ignore_errors=True)
-        building.rename(folder)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-
-
-def remove_stale(cache_root: Path, digest: str) -> None:
-    """Caches of an earlier checkpoint in the same folder (the model was replaced): 1 GB each."""
-    for stale in cache_root.glob("openvino-*"):
-        if stale.is_dir() and not stale.name.endswith(digest[:16]) and ".building-" not in stale.name:
-            log.info("removing the compiled model of an earlier checkpoint: %s", stale.name)
-            shutil.rmtree(stale, ignore_errors=True)
+    return CacheFolder(cache_root / cache_name(digest, precision, shapes), expected, digest)
 
 
 def load(
@@ -259,39 +124,49 @@ def load(
     *,
     setting: str,
     shapes: Shapes,
+    batch_size: int,
     threads: int,
     tokens: TokenIds,
-    load_torch_model: Callable[[], Any],
+    progress: Callable[[str], None] = lambda what: None,
 ) -> CompiledBlip:
-    """The compiled captioner for the checkpoint in `model_folder`, from its cache or built now.
-
-    `load_torch_model` gives the float32 torch model; it is called only when building.
-    """
+    """The compiled captioner for the checkpoint in `model_folder`, from its cache or built
+    now (in a child process: openvino_build.BuildFailed when it cannot be)."""
     precision = resolve_precision(setting)
-    digest = checkpoint_digest(model_folder)
-    folder = cache_root / cache_name(digest, precision, shapes)
-    expected = {
-        "format": FORMAT,
-        "openvino": openvino_version(),
-        "precision": str(precision),
-        "checkpoint_sha256": digest,
-        **asdict(shapes),
-    }
-    problem = cache_problem(folder, expected)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    cache = cache_folder(model_folder, cache_root, precision, shapes)
+    problem = cache_problem(cache.folder, cache.expected)
     if problem is not None:
-        log.info("compiling the caption model for openvino, %s (%s): about a minute, once; cache: %s", precision, problem, folder)
+        about = openvino_build.expected_seconds(model_folder)
+        log.info(
+            "compiling the caption model for openvino, %s (%s): about %d s, once; cache: %s", precision, problem, about, cache.folder
+        )
         started = time.monotonic()
-        build_cache(folder, load_torch_model(), expected, precision, shapes)
-        remove_stale(cache_root, digest)
+        first = f"preparing the caption model for this CPU (first start, about {about} s)"
+        openvino_build.build(model_folder, cache.folder, cache.expected, precision, shapes, lambda what: progress(f"{first}: {what}"))
+        remove_stale(cache_root, cache.digest)
         log.info("compiled the caption model in %.0f s", time.monotonic() - started)
-    return CompiledBlip(folder, precision=precision, threads=threads, tokens=tokens)
+        progress(f"{first}: loading it")
+    return CompiledBlip(cache.folder, precision=precision, batch_size=batch_size, threads=threads, tokens=tokens)
+
+
+def verify(model_folder: Path, cache_root: Path, precision: Precision, shapes: Shapes) -> tuple[Path, str | None]:
+    """Hash the checkpoint and its compiled cache again, whatever their signatures say: the
+    cache's folder, and why it cannot be used (None: it can)."""
+    cache = cache_folder(model_folder, cache_root, precision, shapes, verify=True)
+    return cache.folder, cache_problem(cache.folder, cache.expected, verify=True)
 
 
 class CompiledBlip:
-    """The compiled encoder and decoder step, and the greedy loop over them; one thread uses it."""
+    """The compiled encoder and decoder step, and the greedy loop over them; one thread uses it.
 
-    def __init__(self, folder: Path, *, precision: Precision, threads: int, tokens: TokenIds) -> None:
+    A batch is at most `batch_size` images, run at its own size: the step's work is reading
+    its weights once per token for the whole batch, so a batch of 8 costs about twice a lone
+    image, and a lone image costs no padding.
+    """
+
+    def __init__(self, folder: Path, *, precision: Precision, batch_size: int, threads: int, tokens: TokenIds) -> None:
         openvino = import_openvino()
+        self._openvino = openvino
         core = openvino.Core()
 
         def compiled(name: str, piece_precision: str) -> Any:
@@ -306,35 +181,42 @@ class CompiledBlip:
         self.precision = precision
         self.tokens = tokens
         self.folder = folder
+        self.batch_size = batch_size
         self._encoder = compiled("encoder.xml", precision.encoder)
         self._step = compiled("step.xml", precision.step)
-        layers, batch, heads, length, head_size = self._step.get_tensor("past_keys").shape
-        self.batch_size, self.max_new_tokens = batch, length
+        step_inputs = {port.get_any_name(): port.get_partial_shape() for port in self._step.model_inputs}
+        layers, _, heads, length, head_size = (dimension.get_length() if dimension.is_static else 0 for dimension in step_inputs["past_keys"])
+        self._cache_shape = (layers, heads, length, head_size)
+        self.max_new_tokens = length
         # The step reads these arrays in place (shared memory): the loop writes them between steps.
-        self._token = np.zeros((batch, 1), dtype=np.int64)
         self._position = np.zeros(1, dtype=np.int64)
         self._past_mask = np.zeros((1, 1, 1, length), dtype=np.float32)
-        self._logit_bias = np.zeros(self._step.get_tensor("logit_bias").shape, dtype=np.float32)
-        self._past_keys = np.zeros((layers, batch, heads, length, head_size), dtype=np.float32)
-        self._past_values = np.zeros_like(self._past_keys)
-        for name in ("token", "position", "past_mask", "logit_bias", "past_keys", "past_values"):
+        self._logit_bias = np.zeros(step_inputs["logit_bias"].to_shape()[0], dtype=np.float32)
+        for name in ("position", "past_mask", "logit_bias"):
             self._step.set_tensor(name, openvino.Tensor(getattr(self, f"_{name}"), shared_memory=True))
+        self._buffers: dict[int, _StepBuffers] = {}
 
     @property
     def input_size(self) -> int:
-        return int(self._encoder.get_tensor("pixel_values").shape[-1])
+        return int(self._encoder.model_inputs[0].get_partial_shape()[-1].get_length())
+
+    def _buffers_for(self, count: int) -> _StepBuffers:
+        """The token and self-attention cache arrays of a batch of `count` (a few MB each),
+        made once per size and handed to the step in place."""
+        buffers = self._buffers.get(count)
+        if buffers is None:
+            layers, heads, length, head_size = self._cache_shape
+            keys = np.zeros((layers, count, heads, length, head_size), dtype=np.float32)
+            buffers = _StepBuffers(np.zeros((count, 1), dtype=np.int64), keys, np.zeros_like(keys))
+            self._buffers[count] = buffers
+        for name in ("token", "past_keys", "past_values"):
+            self._step.set_tensor(name, self._openvino.Tensor(getattr(buffers, name), shared_memory=True))
+        return buffers
 
     def image_features(self, pixel_values: np.ndarray) -> np.ndarray:
-        """The vision encoder's output for one compiled batch (the fidelity report compares it)."""
-        self._encoder.infer({"pixel_values": self._padded(pixel_values)})
-        return self._encoder.get_tensor("image_embeds").data[: len(pixel_values)].copy()
-
-    def _padded(self, pixel_values: np.ndarray) -> np.ndarray:
-        missing = self.batch_size - len(pixel_values)
-        if missing == 0:
-            return np.ascontiguousarray(pixel_values, dtype=np.float32)
-        padding = np.zeros((missing, *pixel_values.shape[1:]), dtype=np.float32)
-        return np.concatenate([pixel_values.astype(np.float32, copy=False), padding])
+        """The vision encoder's output (the fidelity report compares it)."""
+        self._encoder.infer({"pixel_values": np.ascontiguousarray(pixel_values, dtype=np.float32)})
+        return self._encoder.get_tensor("image_embeds").data.copy()
 
     def generate(
         self,
@@ -376,15 +258,15 @@ class CompiledBlip:
         if cancel.is_set():
             raise CaptionCancelled()
         count = len(pixel_values)
-        self._encoder.infer({"pixel_values": self._padded(pixel_values)})
+        self._encoder.infer({"pixel_values": np.ascontiguousarray(pixel_values, dtype=np.float32)})
+        buffers = self._buffers_for(count)
         for name in ("cross_keys", "cross_values"):
             self._step.set_tensor(name, self._encoder.get_tensor(name))
-        self._past_keys.fill(0.0)
-        self._past_values.fill(0.0)
+        buffers.past_keys.fill(0.0)
+        buffers.past_values.fill(0.0)
         self._past_mask.fill(MASKED)
-        self._token.fill(self.tokens.start)
-        ended = np.zeros(self.batch_size, dtype=bool)
-        ended[count:] = True  # padding rows
+        buffers.token.fill(self.tokens.start)
+        ended = np.zeros(count, dtype=bool)
         captions = [[self.tokens.start] for _ in range(count)]
         for position in range(limit):
             if cancel.is_set():
@@ -393,16 +275,23 @@ class CompiledBlip:
             self._logit_bias[self.tokens.end] = MASKED if position < min_new_tokens else 0.0
             self._step.infer()
             chosen = self._step.get_tensor("next_token").data
-            self._past_keys[:, :, :, position] = self._step.get_tensor("new_keys").data[:, :, :, 0]
-            self._past_values[:, :, :, position] = self._step.get_tensor("new_values").data[:, :, :, 0]
+            buffers.past_keys[:, :, :, position] = self._step.get_tensor("new_keys").data[:, :, :, 0]
+            buffers.past_values[:, :, :, position] = self._step.get_tensor("new_values").data[:, :, :, 0]
             self._past_mask[..., position] = 0.0
             for index in np.flatnonzero(~ended):
                 captions[index].append(int(chosen[index]))
             ended |= chosen == self.tokens.end
             if ended.all():
                 break
-            self._token[:, 0] = np.where(ended, self.tokens.pad, chosen)
+            buffers.token[:, 0] = np.where(ended, self.tokens.pad, chosen)
             if forced is not None:
                 for index, caption in enumerate(forced):
-                    self._token[index, 0] = caption[position + 1] if position + 1 < len(caption) else self.tokens.pad
+                    buffers.token[index, 0] = caption[position + 1] if position + 1 < len(caption) else self.tokens.pad
         return captions
+
+
+@dataclass
+class _StepBuffers:
+    token: np.ndarray  # [B,1] the token each caption feeds the next step
+    past_keys: np.ndarray  # [L,B,H,T,D] the self-attention cache
+    past_values: np.ndarray

@@ -10,6 +10,11 @@ A claim whose lease ran out (its worker died or hung) goes back to pending with 
 raised; an image that reaches `max_attempts` (it kills every worker that touches it) is failed
 with that reason instead of being tried for ever.
 
+The caption stage has a queue of its own in the same table: images whose metadata and
+thumbnails are recorded are `done` already, with `stage = 'caption'` saying their caption is
+still to come (made by another worker, or once the model is ready). A claim of one sets
+`processing` like any other; giving it back makes it `done` again, not `pending`.
+
 Times are the workers' clocks (naive UTC, as stored): machines of a fleet keep them in step
 with NTP, and leases are tens of seconds long.
 
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, or_, select, text, update
 
 from daemon.database.records import KNOWN_COLUMNS, KnownImage, utcnow
 from models.tables import DaemonState, Image
@@ -56,8 +61,16 @@ _CLAIM_COLUMNS = [
 ]
 
 
-def _stage_condition(stage: str) -> Any:
-    return images.c.stage.is_(None) if stage == PREPARE else images.c.stage == stage
+def waiting(stage: str) -> Any:
+    """The condition of an image waiting for `stage`: pending for the pipeline; done, with
+    its caption to come, for the caption stage."""
+    if stage == PREPARE:
+        return and_(images.c.status == "pending", images.c.stage.is_(None))
+    return and_(images.c.status == "done", images.c.stage == stage)
+
+
+# What a claim given back or lost becomes: waiting again for the stage it was claimed for.
+_WAITING_AGAIN = case((images.c.stage == CAPTION, "done"), else_="pending")
 
 
 def _claim_statement(stage: str | None) -> Any:
@@ -68,23 +81,23 @@ def _claim_statement(stage: str | None) -> Any:
     The error of a failed image queued again stays until its outcome replaces it: if its
     original has gone meanwhile, that first reason is still the one."""
     if stage is None:
-        chosen: Any = images.c.id.in_(bindparam("ids", expanding=True))
+        chosen: Any = and_(images.c.id.in_(bindparam("ids", expanding=True)), or_(waiting(PREPARE), waiting(CAPTION)))
     else:
         # A materialised CTE picks the rows once: as a plain IN (subquery), PostgreSQL may run
         # the subquery again while updating, and claim more rows than the limit.
         picked = (
             select(images.c.id)
-            .where(images.c.status == "pending", _stage_condition(stage))
+            .where(waiting(stage))
             .order_by(images.c.id)
             .limit(bindparam("limit"))
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders no such clause
             .cte("chosen")
             .prefix_with("MATERIALIZED")
         )
-        chosen = images.c.id == picked.c.id
+        chosen = and_(images.c.id == picked.c.id, waiting(stage))
     return (
         update(images)
-        .where(chosen, images.c.status == "pending")
+        .where(chosen)
         .values(
             status="processing",
             claimed_by=bindparam("worker_id"),
@@ -115,7 +128,7 @@ _CLAIMED_BY = select(images.c.id).where(images.c.status == "processing", images.
 _RELEASE = (
     update(images)
     .where(_held(images.c.id.in_(bindparam("image_ids", expanding=True))))
-    .values(status="pending", claimed_by=None, lease_until=None)
+    .values(status=_WAITING_AGAIN, claimed_by=None, lease_until=None)
 )
 
 
@@ -125,7 +138,7 @@ def claim(connection: Connection, worker_id: int, *, stage: str, limit: int, lea
 
 
 def claim_ids(connection: Connection, worker_id: int, image_ids: Sequence[int], *, lease_s: float) -> list[Claim]:
-    """Claim these pending images, whatever their stage (a tool processing one file now)."""
+    """Claim these images if they wait, whatever their stage (a tool processing one file now)."""
     return _claimed(connection, _CLAIMS[None], worker_id, lease_s, ids=list(image_ids))
 
 
@@ -167,8 +180,8 @@ def drop(connection: Connection, worker_id: int, image_id: int) -> bool:
 
 
 def release(connection: Connection, worker_id: int, image_ids: Sequence[int], values: dict[str, Any] | None = None) -> int:
-    """Give claims back untouched (a stop, a fault of the environment): pending again, with no
-    attempt counted, and `values` (where the bytes are now)."""
+    """Give claims back untouched (a stop, a fault of the environment): waiting again for their
+    stage, with no attempt counted, and `values` (where the bytes are now)."""
     return connection.execute(_RELEASE, {**(values or {}), "image_ids": list(image_ids), "worker_id": worker_id}).rowcount
 
 
@@ -196,22 +209,29 @@ def requeue_orphans(connection: Connection, worker_id: int, image_ids: Sequence[
 
 
 def _requeue(connection: Connection, lost: Any, max_attempts: int, parameters: dict[str, Any] | None = None) -> tuple[int, int]:
+    ended = {"attempts": images.c.attempts + 1, "claimed_by": None, "lease_until": None, "processed_at": utcnow()}
+    given_up = and_(lost, images.c.attempts + 1 >= max_attempts)
+    tries = f"({max_attempts} tries)"
     failed = connection.execute(
         update(images)
-        .where(lost, images.c.attempts + 1 >= max_attempts)
+        .where(given_up, or_(images.c.stage.is_(None), images.c.stage != CAPTION))
         .values(
             status="failed",
-            error=f"every worker that processed this image stopped before it finished ({max_attempts} tries)",
+            error=f"every worker that processed this image stopped before it finished {tries}",
             error_kind="internal",
-            processed_at=utcnow(),
-            attempts=images.c.attempts + 1,
-            claimed_by=None,
-            lease_until=None,
+            **ended,
         ),
         parameters or {},
     ).rowcount
+    # Its metadata and thumbnails are recorded: only the caption is given up on.
+    connection.execute(
+        update(images)
+        .where(given_up, images.c.stage == CAPTION)
+        .values(status="done", stage=None, caption_error=f"every worker that captioned this image stopped before it finished {tries}", **ended),
+        parameters or {},
+    )
     requeued = connection.execute(
-        update(images).where(lost).values(status="pending", attempts=images.c.attempts + 1, claimed_by=None, lease_until=None),
+        update(images).where(lost).values(status=_WAITING_AGAIN, attempts=images.c.attempts + 1, claimed_by=None, lease_until=None),
         parameters or {},
     ).rowcount
     if requeued:
@@ -228,10 +248,9 @@ def announce(connection: Connection) -> None:
 def pending_count(connection: Connection, stages: Sequence[str], worker_id: int) -> int:
     """Images waiting for one of `stages`, plus those `worker_id` holds: 0 means nothing is
     left for this worker."""
-    waiting = or_(*(_stage_condition(stage) for stage in stages)) if stages else images.c.id.is_(None)
     query = select(images.c.id).where(
         or_(
-            and_(images.c.status == "pending", waiting),
+            *(waiting(stage) for stage in stages),
             and_(images.c.status == "processing", images.c.claimed_by == worker_id),
         )
     )

@@ -98,7 +98,7 @@ def library_client(library: Library) -> Iterator[TestClient]:
 
 def wait_status(config: Config, sha256: str, statuses: tuple[str, ...] = ("done", "failed")) -> dict[str, Any]:
     return wait_for(
-        lambda: next((row for row in read_images(config) if row["sha256"] == sha256 and row["status"] in statuses), None),
+        lambda: next((row for row in read_images(config) if row["sha256"] == sha256 and row["status"] in statuses and row["stage"] is None), None),
         timeout=30,
         what=f"image {sha256[:12]} to reach {statuses}",
     )

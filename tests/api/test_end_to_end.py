@@ -47,7 +47,7 @@ def _finished(client: httpx.Client, sha256: str) -> dict | None:
     if not items:
         return None
     record = client.get(f"/api/images/{items[0]['id']}").json()
-    return record if record["status"] in ("done", "failed") else None
+    return record if record["status"] in ("done", "failed") and record["caption_status"] != "pending" else None
 
 
 def test_every_corpus_file_over_http(client: httpx.Client) -> None:

@@ -18,18 +18,18 @@ from models.config import replace
 from models.db import make_engine
 from models.tables import Image as ImageRow
 from tests.api.conftest import Library, config_for, insert_pending, serve
-from tests.helpers import CORPUS_DIR, read_images, wait_for
+from tests.helpers import CORPUS_DIR, PREPARING, GatedCaptioner, finished, read_images, wait_for, write_config_file
 
 pytestmark = pytest.mark.both_backends
 
 RECORD_KEYS = {
     "id", "image_id", "filename", "status", "error", "error_kind", "sha256", "received_at", "processed_at",
     "processing_ms", "timings_ms", "metadata", "caption", "caption_model", "caption_device",
-    "caption_runtime", "caption_error", "thumbnails", "links", "processed_by", "attempts",
+    "caption_runtime", "caption_status", "caption_error", "thumbnails", "links", "processed_by", "attempts",
 }
 
 
-SUMMARY_KEYS = {"id", "image_id", "filename", "status", "received_at", "error", "caption", "caption_error", "thumbnails", "links"}
+SUMMARY_KEYS = {"id", "image_id", "filename", "status", "received_at", "error", "caption", "caption_status", "caption_error", "thumbnails", "links"}
 
 
 # -- list ---------------------------------------------------------------------------------------
@@ -399,13 +399,13 @@ def test_ping(library_client) -> None:
 
 
 def test_stats_say_why_there_are_no_captions_and_how_many_wait(make_config, start_daemon, tmp_path: Path) -> None:
-    from api.serialize import CAPTION_FIX
+    from models.caption_state import FIX as CAPTION_FIX
 
     config = make_config(caption={"model": str(tmp_path / "no-model-here")})
     daemon = start_daemon(config)
     config.inbox_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(CORPUS_DIR / "hopper.jpg", config.inbox_dir / "hopper.jpg")
-    row = wait_for(lambda: next((r for r in read_images(config) if r["status"] == "done"), None), what="the image done")
+    row = wait_for(lambda: next(iter(finished(read_images(config))), None), what="the image done")
     assert row["caption"] is None and row["caption_error"]
     wait_for(lambda: (daemon.caption_status or "").startswith("unavailable"), what="the model found missing")
     daemon.heartbeat()
@@ -414,3 +414,22 @@ def test_stats_say_why_there_are_no_captions_and_how_many_wait(make_config, star
     assert caption["available"] is False and caption["waiting"] == 1
     assert caption["reason"] == "model not installed (folder not found)"
     assert caption["fix"] == CAPTION_FIX
+
+
+def test_stats_and_htx_stats_say_the_model_is_being_prepared_never_off(make_config, start_daemon, tmp_path: Path, capsys) -> None:
+    from daemon import cli
+
+    gated = GatedCaptioner()
+    config = make_config(caption={"model": "./gated"})
+    daemon = start_daemon(config, captioner=gated)
+    try:
+        wait_for(lambda: (daemon.caption_status or "").startswith("preparing"), what="the model being prepared")
+        daemon.heartbeat()
+        with serve(config) as client:
+            caption = client.get("/api/stats").json()["caption"]
+        assert (caption["available"], caption["reason"], caption["fix"]) == (False, PREPARING, None)
+        assert cli.main(["--config", str(write_config_file(config, tmp_path / "htx.toml")), "stats"]) == cli.EXIT_OK
+        [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("captions ")]
+        assert line.split(None, 1)[1] == PREPARING
+    finally:
+        gated.gate.set()

@@ -45,7 +45,7 @@ class InstantCaptioner:
     input_size = 16
     settings = "cpu, instant"
 
-    def load(self) -> None:
+    def load(self, progress: object = None) -> None:
         pass
 
     def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
@@ -202,4 +202,4 @@ def test_a_fault_at_any_step_is_waited_out_and_the_image_is_done_once(
 
 def _done_once(config: Config) -> bool:
     rows = read_images(config)
-    return len(rows) == 1 and rows[0]["status"] == "done" and rows[0]["claimed_by"] is None
+    return len(rows) == 1 and rows[0]["status"] == "done" and rows[0]["stage"] is None and rows[0]["claimed_by"] is None

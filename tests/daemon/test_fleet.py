@@ -112,7 +112,7 @@ def claim_holders(config: Config) -> set[int]:
 
 def all_settled(config: Config, expected: int) -> list[dict] | None:
     rows = read_images(config)
-    if len(rows) != expected or any(row["status"] not in ("done", "failed") for row in rows):
+    if len(rows) != expected or any(row["status"] not in ("done", "failed") or row["stage"] is not None for row in rows):
         return None
     if any(config.inbox_dir.iterdir()):
         return None

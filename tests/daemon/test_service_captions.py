@@ -20,7 +20,7 @@ from daemon.service import Daemon
 from models.config import Config
 from models.db import make_engine
 from models.tables import DaemonState
-from tests.helpers import CORPUS_DIR, copy_in, read_images, wait_for
+from tests.helpers import CORPUS_DIR, PREPARING, GatedCaptioner, copy_in, read_images, wait_for
 
 PHOTOS = ["flower.jpg", "hopper.png", "Landscape_6.jpg", "pil_sample_cmyk.jpg", "basn6a08.png"]
 
@@ -40,29 +40,9 @@ def drop_photos(config: Config, names: Sequence[str] = PHOTOS) -> None:
 
 
 def all_done(config: Config, count: int) -> list[dict[str, Any]] | None:
+    """The rows once `count` images are done with no caption still to come."""
     rows = read_images(config)
-    return rows if len(rows) == count and all(row["status"] == "done" for row in rows) else None
-
-
-class GatedCaptioner:
-    """Loads only once `gate` is set; captions are "caption N" in order of arrival."""
-
-    model_name = "gated"
-    device = "cpu"
-    runtime = "gated float32"
-    input_size = 16
-    settings = "cpu, gated"
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.seen: list[tuple[int, int]] = []
-
-    def load(self) -> None:
-        self.gate.wait()
-
-    def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
-        self.seen.extend(image.size for image in images)
-        return [f"caption {len(self.seen) - len(images) + number}" for number in range(len(images))]
+    return rows if len(rows) == count and all(row["status"] == "done" and row["stage"] is None for row in rows) else None
 
 
 @pytest.fixture
@@ -96,24 +76,26 @@ def test_every_image_gets_a_caption_from_the_model(
     assert {row["caption_runtime"] for row in rows} == {state["caption_runtime"]}
 
 
-def test_metadata_and_thumbnails_are_visible_before_the_caption(
+def test_images_dropped_while_the_model_is_prepared_are_done_and_captioned_once_it_is_ready(
     gated: GatedCaptioner, make_config: Callable[..., Config], start_daemon: Callable[..., Daemon]
 ) -> None:
     config = make_config()
     daemon = start_daemon(config, captioner=gated)
     drop_photos(config, PHOTOS[:2])
 
-    def waiting_for_caption() -> list[dict[str, Any]] | None:
+    def done_waiting_for_caption() -> list[dict[str, Any]] | None:
         rows = read_images(config)
-        ready = [row for row in rows if row["status"] == "processing" and row["thumb_small_path"]]
+        ready = [row for row in rows if (row["status"], row["stage"]) == ("done", "caption") and row["thumb_small_path"]]
         return rows if len(ready) == 2 else None
 
-    rows = wait_for(waiting_for_caption, what="metadata and thumbnails while the model loads")
+    rows = wait_for(done_waiting_for_caption, what="images done, their caption to come, while the model is prepared")
     for row in rows:
-        assert row["width"] and row["format"] and row["caption"] is None
+        assert row["width"] and row["format"] and row["caption"] is None and row["caption_error"] is None
+        assert row["claimed_by"] is None, "nothing is held for the model"
         assert (config.data_dir / row["thumb_small_path"]).is_file()
-    assert sorted(path.name for path in config.inbox_dir.iterdir()) == sorted(PHOTOS[:2])  # moved only once done
-    assert read_state(config)["caption_status"] == "loading"
+        assert (config.data_dir / row["stored_path"]).is_file()
+    assert list(config.inbox_dir.iterdir()) == []  # in the store already: nothing waits in the inbox
+    assert read_state(config)["caption_status"] == f"preparing: {PREPARING}"
     assert not daemon.wait_idle(timeout=0.2)  # not finished while the caption is outstanding
 
     gated.gate.set()
@@ -128,7 +110,7 @@ def test_metadata_and_thumbnails_are_visible_before_the_caption(
     assert list(config.inbox_dir.iterdir()) == []
 
 
-def test_a_stop_puts_images_waiting_for_a_caption_back_and_the_next_start_finishes_them(
+def test_a_stop_while_the_model_loads_leaves_images_done_and_a_start_without_a_model_ends_their_wait(
     gated: GatedCaptioner, make_config: Callable[..., Config]
 ) -> None:
     config = make_config()
@@ -136,7 +118,7 @@ def test_a_stop_puts_images_waiting_for_a_caption_back_and_the_next_start_finish
     daemon.start()
     drop_photos(config, PHOTOS[:3])
     wait_for(
-        lambda: sum(row["thumb_small_path"] is not None for row in read_images(config)) == 3,
+        lambda: sum(row["stage"] == "caption" for row in read_images(config)) == 3,
         what="three images waiting for their caption",
     )
 
@@ -144,8 +126,9 @@ def test_a_stop_puts_images_waiting_for_a_caption_back_and_the_next_start_finish
     daemon.stop()  # the model is still loading: not waited for
 
     assert time.monotonic() - started < 5
-    assert [row["status"] for row in read_images(config)] == ["pending"] * 3
-    assert len(list(config.inbox_dir.iterdir())) == 3  # no file lost
+    rows = read_images(config)
+    assert [(row["status"], row["stage"], row["claimed_by"]) for row in rows] == [("done", "caption", None)] * 3
+    assert all((config.data_dir / row["stored_path"]).is_file() for row in rows)  # no file lost
 
     again = Daemon(config)  # caption.model "none" this time
     again.start()

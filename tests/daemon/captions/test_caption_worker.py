@@ -32,7 +32,7 @@ class ScriptedCaptioner:
         self.failing_calls = set(failing_calls)
         self.batches: list[list[str]] = []
 
-    def load(self) -> None:
+    def load(self, progress: object = None) -> None:
         self.loaded.wait()
         if self.load_error is not None:
             raise self.load_error

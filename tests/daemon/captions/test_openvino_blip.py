@@ -123,7 +123,7 @@ def test_the_first_load_compiles_and_later_loads_reuse_the_cache(
     assert sorted(path.name for path in cache.iterdir()) == sorted([*openvino_blip.FILES, openvino_blip.MANIFEST])
     manifest = json.loads((cache / openvino_blip.MANIFEST).read_text())
     assert manifest["precision"] == "float32" and manifest["checkpoint_sha256"] == openvino_blip.checkpoint_digest(fresh_copy)
-    assert (manifest["batch_size"], manifest["input_size"], manifest["max_new_tokens"]) == (8, IMAGE_SIZE, 6)
+    assert (manifest["input_size"], manifest["max_new_tokens"]) == (IMAGE_SIZE, 6)
     assert not list((fresh_copy / openvino_blip.CACHE_FOLDER).glob("*.building-*")), "the build folder was left behind"
     times = file_times(cache)
     captions = first.caption(sample_images())
@@ -175,7 +175,7 @@ def test_a_damaged_cache_is_rebuilt_and_the_log_says_why(
 ) -> None:
     assert loaded(compiled_copy).runtime == "openvino float32"
     assert compiling(caplog) == [], "the copied cache should have been used as it is"
-    [cache] = [path for path in caches(compiled_copy) if "-float32-b8-s32-t6-" in path.name]
+    [cache] = [path for path in caches(compiled_copy) if "-float32-s32-t6-" in path.name]
     damage(cache)
 
     captioner = loaded(compiled_copy)
@@ -213,12 +213,12 @@ def test_a_changed_checkpoint_gets_a_new_cache_and_the_old_ones_are_removed(
     assert captions != torch_captions, "the new weights should give other captions"
 
 
-@pytest.mark.parametrize("batch_size", [2, 4], ids=["in-chunks", "padded"])
+@pytest.mark.parametrize("batch_size", [2, 4], ids=["in-chunks", "at-once"])
 def test_an_image_gets_the_same_caption_alone_as_in_a_batch(
     tiny_blip: Path, torch_captions: list[str], batch_size: int
 ) -> None:
     captioner = loaded(tiny_blip, batch_size=batch_size)
-    assert captioner._compiled.batch_size == batch_size  # 3 images: 2 + 1 padded, or 3 padded to 4
+    assert captioner._compiled.batch_size == batch_size  # 3 images: 2 then 1, or 3 at once
 
     batched = captioner.caption(sample_images())
     singles = [captioner.caption([image])[0] for image in sample_images()]
@@ -441,3 +441,66 @@ def test_a_hub_id_keeps_its_cache_in_its_snapshot_folder(
     assert captioner.runtime == "openvino float32"
     assert captioner._compiled.folder.parent == snapshot / openvino_blip.CACHE_FOLDER
     assert captioner.caption(sample_images()) == torch_captions
+
+
+def _flip_a_byte(path: Path) -> None:
+    """The same size, one byte in the middle changed, in place (the inode stays)."""
+    with open(path, "r+b") as handle:
+        handle.seek(path.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_a_warm_start_hashes_nothing_and_a_changed_file_is_caught_by_its_size_time_and_inode(
+    compiled_copy: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, torch_captions: list[str]
+) -> None:
+    from daemon.captions import openvino_cache
+
+    loaded(compiled_copy)  # a copy: new inodes, so its files are hashed once and their signatures kept
+    assert compiling(caplog) == []
+    hashed: list[str] = []
+    real_digest = openvino_cache.file_digest
+    monkeypatch.setattr(openvino_cache, "file_digest", lambda path: hashed.append(path.name) or real_digest(path))
+
+    loaded(compiled_copy)
+
+    assert hashed == [], "a warm start should trust files whose size, mtime and inode are unchanged"
+    [cache] = [path for path in caches(compiled_copy) if "-float32-s32-t6-" in path.name]
+    _flip_a_byte(cache / "step.bin")
+
+    captioner = loaded(compiled_copy)
+
+    assert "step.bin" in hashed
+    assert len(compiling(caplog)) == 1 and "(step.bin changed since it was made)" in compiling(caplog)[0]
+    assert captioner.caption(sample_images()) == torch_captions
+
+
+def test_htx_model_verify_hashes_everything_and_removes_a_damaged_compiled_model(
+    compiled_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], torch_captions: list[str]
+) -> None:
+    from daemon import cli
+
+    config_file = tmp_path / "htx.toml"
+    config_file.write_text(
+        f'[paths]\ndata_dir = "data"\n[caption]\nmodel = "{compiled_copy}"\nruntime = "openvino"\ndtype = "float32"\nmax_new_tokens = 6\n'
+    )
+    loaded(compiled_copy)
+    assert cli.main(["--config", str(config_file), "model", "verify"]) == cli.EXIT_OK
+    assert "intact" in capsys.readouterr().out
+    [cache] = [path for path in caches(compiled_copy) if "-float32-s32-t6-" in path.name]
+    # Damage a start's cheap check cannot see: same size, same inode, the old mtime put back.
+    times = (cache / "encoder.bin").stat()
+    _flip_a_byte(cache / "encoder.bin")
+    os.utime(cache / "encoder.bin", ns=(times.st_atime_ns, times.st_mtime_ns))
+    caplog.clear()
+    loaded(compiled_copy)
+    assert compiling(caplog) == []
+
+    assert cli.main(["--config", str(config_file), "model", "verify"]) == cli.EXIT_FAILURE
+
+    out = capsys.readouterr().out
+    assert "(encoder.bin changed since it was made): removed" in out
+    assert not cache.exists()
+    assert loaded(compiled_copy).caption(sample_images()) == torch_captions
+    assert (cache / openvino_blip.MANIFEST).is_file(), "the next load should have compiled it again"

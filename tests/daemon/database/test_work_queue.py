@@ -111,12 +111,38 @@ def test_a_hand_over_is_claimed_by_the_caption_stage_only(writer: DatabaseWriter
     (image_id,) = _pending(writer, 1)
     thumbnails, captions = _worker(writer, 1), _worker(writer, 2)
     writer.call_statement(work_queue.claim, thumbnails, stage=PREPARE, limit=1, lease_s=60)
-    handed_over = {"status": "pending", "stage": CAPTION, "processing_ms": 40.0}
+    handed_over = {"status": "done", "stage": CAPTION, "processing_ms": 40.0}
     assert writer.call_statement(work_queue.finish, thumbnails, image_id, handed_over)
 
     assert writer.call_statement(work_queue.claim, thumbnails, stage=PREPARE, limit=8, lease_s=60) == []
     (claim,) = writer.call_statement(work_queue.claim, captions, stage=CAPTION, limit=8, lease_s=60)
     assert (claim.image.id, claim.stage, claim.processing_ms) == (image_id, CAPTION, 40.0)
+
+
+def test_a_caption_claim_given_back_or_lost_is_done_again_with_its_caption_to_come(writer: DatabaseWriter, engine: Engine) -> None:
+    (image_id,) = _pending(writer, 1)
+    worker = _worker(writer, 1)
+    writer.call_statement(work_queue.claim, worker, stage=PREPARE, limit=1, lease_s=60)
+    writer.call_statement(work_queue.finish, worker, image_id, {"status": "done", "stage": CAPTION})
+
+    def row() -> tuple:
+        with engine.connect() as connection:
+            found = connection.execute(
+                select(images.c.status, images.c.stage, images.c.attempts, images.c.caption_error).where(images.c.id == image_id)
+            ).one()
+        return tuple(found)
+
+    writer.call_statement(work_queue.claim, worker, stage=CAPTION, limit=1, lease_s=60)
+    assert row()[:2] == ("processing", CAPTION)
+    assert writer.call_statement(work_queue.release, worker, [image_id]) == 1
+    assert row() == ("done", CAPTION, 0, None)
+
+    for attempt in (1, 2):  # the worker dies with it each time
+        writer.call_statement(work_queue.claim, worker, stage=CAPTION, limit=1, lease_s=60)
+        writer.call_statement(work_queue.requeue_lost, max_attempts=2, dead_workers=[worker])
+    status, stage, attempts, caption_error = row()
+    assert (status, stage, attempts) == ("done", None, 2), "given up on: done without its caption, not failed"
+    assert caption_error == "every worker that captioned this image stopped before it finished (2 tries)"
 
 
 def test_the_totals_stay_those_of_the_images_through_claims_and_outcomes(writer: DatabaseWriter, engine: Engine) -> None:
