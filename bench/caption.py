@@ -203,7 +203,7 @@ def run_captioner(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": max(rss_mb()[1], children_peak_mb()),
         "seconds": elapsed,
         "tokens": tokens,
-        "captions": captioner._processor.batch_decode(tokens, skip_special_tokens=True),
+        "captions": captioner.decode(tokens),
         "settings": f"{captioner.settings}, batch {size}",
     }
     if spec.get("reference"):
@@ -220,9 +220,9 @@ def fidelity(captioner: Any, images: list[Any], reference: list[list[int]]) -> t
     import numpy
     import torch
 
-    pixel_values = captioner._processor(images=images, return_tensors="np")["pixel_values"]
-    end = captioner._processor.tokenizer.sep_token_id
+    pixel_values = captioner.pixel_values(images)
     compiled = captioner._compiled
+    end = compiled.tokens.end if compiled is not None else captioner._processor.tokenizer.sep_token_id
     if compiled is not None:
         features = [compiled.image_features(pixel_values[start : start + compiled.batch_size]) for start in range(0, len(images), compiled.batch_size)]
         return numpy.concatenate(features), compiled.teacher_forced(pixel_values, reference)

@@ -114,11 +114,18 @@ def unavailable(source: ModelSource, problem: str, detail: str = "") -> Captione
     )
 
 
+# Present where a GPU driver is loaded (NVIDIA's, AMD's ROCm): without one, CUDA cannot be
+# available, and "auto" is the CPU without importing torch to ask (seconds, 200 MB).
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
+
+
 def resolve_device(setting: str) -> str:
     """auto | cpu | cuda | cuda:N -> "cpu" or "cuda:N"; CaptionerUnavailable if CUDA is missing."""
+    if setting == "cpu" or (setting == "auto" and not any(os.path.exists(path) for path in GPU_DRIVER_FILES)):
+        return "cpu"
     import torch
 
-    if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
+    if setting == "auto" and not torch.cuda.is_available():
         return "cpu"
     if not torch.cuda.is_available():
         raise CaptionerUnavailable(
@@ -222,7 +229,9 @@ class BlipCaptioner:
         self._runtime: str | None = None
         self._compiled: Any = None  # openvino_blip.CompiledBlip when that runtime runs
         self._input_size: int | None = None  # read from the processor's files when first asked
-        self._processor: Any = None
+        self._processor: Any = None  # transformers' BlipProcessor, for torch (and checkpoints blip_io cannot read)
+        self._pixels: Any = None  # blip_io.Pixels and Words: the compiled runtime's, without torch
+        self._words: Any = None
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -272,21 +281,12 @@ class BlipCaptioner:
         if not self.source.is_folder and _local_file(self.source, "config.json") is None:
             raise unavailable(self.source, "not in the local Hugging Face cache")
 
-        import torch
-        from transformers.utils import logging as transformers_logging
-
-        # Progress bars are for terminals; daemon logs are one line per event.
-        transformers_logging.disable_progress_bar()
         device = resolve_device(self.config.device)
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
-        processor = self._from_pretrained("BlipProcessor")
-        self._input_size = int(processor.image_processor.size["height"])
         runtime = resolve_runtime(self.config, device)
         if runtime == "openvino":
             device = "cpu"  # runtime = openvino with device = auto on a machine with a GPU
             try:
-                self._compiled = self._load_compiled(processor, progress)
+                self._compiled = self._load_compiled(progress)
                 # Compiling converts the weights to the run's precision: the float32 read of
                 # them is freed, and handed back to the system.
                 gc.collect()
@@ -302,14 +302,24 @@ class BlipCaptioner:
                 )
                 runtime = "torch"
         if runtime == "torch":
+            import torch
+
+            if self.config.threads:
+                torch.set_num_threads(self.config.threads)
+            processor = self._processor or self._from_pretrained("BlipProcessor")
+            self._input_size = int(processor.image_processor.size["height"])
             self._load_torch(device)
-        self._processor, self._device, self._runtime = processor, device, runtime
+            self._processor = processor
+        self._device, self._runtime = device, runtime
 
     def _from_pretrained(self, class_name: str, **options: Any) -> Any:
         """BlipProcessor or BlipForConditionalGeneration from the checkpoint, offline; a failure
         becomes CaptionerUnavailable with the fix."""
         import transformers
+        from transformers.utils import logging as transformers_logging
 
+        # Progress bars are for terminals; daemon logs are one line per event.
+        transformers_logging.disable_progress_bar()
         try:
             return getattr(transformers, class_name).from_pretrained(self.source.location, local_files_only=True, **options)
         except OSError as error:
@@ -382,17 +392,29 @@ class BlipCaptioner:
         shapes = openvino_blip.Shapes(self.input_size, self.config.max_new_tokens)
         return openvino_blip.verify(model_folder, self._cache_root(model_folder, quiet=True), precision, shapes)
 
-    def _load_compiled(self, processor: Any, progress: Callable[[str], None]) -> Any:
+    def _load_compiled(self, progress: Callable[[str], None]) -> Any:
         from daemon.captions import openvino_blip
+        from daemon.captions.blip_io import MissingFiles, Pixels, Words
 
         model_folder = self._model_folder()
         cache_root = self._cache_root(model_folder)
-        tokenizer = processor.tokenizer
         text_config = json.loads((model_folder / "config.json").read_text(encoding="utf-8")).get("text_config", {})
+        try:
+            # Read without transformers, which would import torch: seconds and 200 MB.
+            pixels, words = Pixels.from_folder(model_folder), Words(model_folder)
+            self._pixels, self._words = pixels, words
+            self._input_size = pixels.height
+            special = _special_tokens(model_folder)
+            token_id = {name: words.token_id(special[name]) if name in special else None for name in ("bos", "sep", "pad")}
+        except MissingFiles:
+            self._processor = processor = self._from_pretrained("BlipProcessor")
+            self._input_size = int(processor.image_processor.size["height"])
+            tokenizer = processor.tokenizer
+            token_id = {"bos": tokenizer.bos_token_id, "sep": tokenizer.sep_token_id, "pad": tokenizer.pad_token_id}
         tokens = openvino_blip.TokenIds(
-            start=text_config.get("bos_token_id", tokenizer.bos_token_id),
-            end=text_config.get("sep_token_id", tokenizer.sep_token_id),
-            pad=text_config.get("pad_token_id", tokenizer.pad_token_id),
+            start=text_config.get("bos_token_id", token_id["bos"]),
+            end=text_config.get("sep_token_id", token_id["sep"]),
+            pad=text_config.get("pad_token_id", token_id["pad"]),
         )
         return openvino_blip.load(
             model_folder,
@@ -405,10 +427,21 @@ class BlipCaptioner:
             progress=progress,
         )
 
+    def pixel_values(self, images: Sequence[Image.Image]) -> Any:
+        """The model's input for `images`, as numpy (float32, channels first)."""
+        if self._pixels is not None:
+            return self._pixels(images)
+        return self._processor(images=list(images), return_tensors="np")["pixel_values"]
+
+    def decode(self, tokens: Sequence[Sequence[int]]) -> list[str]:
+        """Captions of generated token ids, special tokens left out."""
+        if self._words is not None:
+            return self._words(tokens)
+        return [text.strip() for text in self._processor.batch_decode(tokens, skip_special_tokens=True)]
+
     def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
         """One caption per image, in order, from one `generate` call."""
-        tokens = self.generate(images, cancel=cancel)
-        return [text.strip() for text in self._processor.batch_decode(tokens, skip_special_tokens=True)]
+        return self.decode(self.generate(images, cancel=cancel))
 
     def generate(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[list[int]]:
         """The generated token ids, one list per image (captions before decoding).
@@ -416,23 +449,22 @@ class BlipCaptioner:
         A set `cancel` ends generation at the next token (a batch on CPU takes seconds, longer
         than a service may take to stop) and raises CaptionCancelled.
         """
-        import torch
-
         if self._model is None and self._compiled is None:
             raise CaptionerUnavailable(f"caption model {self.source.name} is not loaded", reason="model not loaded")
         cancel = cancel or threading.Event()
         if cancel.is_set():
             raise CaptionCancelled()
         if self._compiled is not None:
-            pixel_values = self._processor(images=list(images), return_tensors="np")["pixel_values"]
             tokens = self._compiled.generate(
-                pixel_values,
+                self.pixel_values(images),
                 max_new_tokens=self.config.max_new_tokens,
                 min_new_tokens=self.min_new_tokens,
                 cancel=cancel,
             )
             release_freed_memory()
             return tokens
+        import torch
+
         with torch.inference_mode():
             inputs = self._processor(images=list(images), return_tensors="pt")
             # A dynamically quantised model still takes float32 activations: _dtype is float32.
@@ -449,6 +481,22 @@ class BlipCaptioner:
         if cancel.is_set():
             raise CaptionCancelled()
         return tokens.tolist()
+
+
+def _special_tokens(folder: Path) -> dict[str, str]:
+    """The tokenizer's special tokens by role ("bos", "sep", "pad"), from tokenizer_config.json."""
+    try:
+        settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for role in ("bos", "sep", "pad"):
+        value = settings.get(f"{role}_token") if isinstance(settings, dict) else None
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str):
+            found[role] = value
+    return found
 
 
 def stop_when_set(cancel: threading.Event) -> Any:

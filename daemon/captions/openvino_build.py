@@ -227,8 +227,11 @@ def build_here(model_folder: Path, folder: Path, expected: dict[str, Any], preci
                 # warns about Python values it fixes: nothing a user can act on.
                 warnings.simplefilter("ignore")
                 piece = convert(model, precision, shapes)
-            # Float32 weights: the precision is applied when compiling, from the checkpoint's values.
-            openvino.save_model(piece, building / f"{name}.xml", compress_to_fp16=False)
+            # A piece run in half precision keeps float16 weights (half the file, and of what
+            # the runtime keeps of them: 190 MB less for BLIP-base's encoder); one run in
+            # float32 keeps the checkpoint's own values.
+            half = (precision.encoder if name == "encoder" else precision.step) != "float32"
+            openvino.save_model(piece, building / f"{name}.xml", compress_to_fp16=half)
             del piece
             gc.collect()
         del model

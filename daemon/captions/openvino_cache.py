@@ -25,7 +25,8 @@ log = logging.getLogger("htx.caption")
 
 # Bumped whenever blip_split or the conversion changes what the compiled files compute.
 # 3: any batch size (a lone photo runs alone); files recorded with their size, mtime and inode.
-FORMAT = 3
+# 4: the weights of a piece run in half precision kept in float16.
+FORMAT = 4
 CACHE_FOLDER = "htx-compiled"  # inside the model's folder (or the fallback) every cache lives in
 MANIFEST = "manifest.json"
 CHECKPOINT_RECORD = "checkpoint.json"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import pytest
 from PIL import Image
@@ -76,7 +77,14 @@ def recorder() -> Recorder:
     return Recorder()
 
 
-def make_worker(captioner: ScriptedCaptioner, recorder: Recorder, *, batch_size: int = 3, batch_wait_ms: int = 0) -> CaptionWorker:
+def make_worker(
+    captioner: ScriptedCaptioner,
+    recorder: Recorder,
+    *,
+    batch_size: int = 3,
+    batch_wait_ms: int = 0,
+    incoming: Callable[[], int] = lambda: 0,
+) -> CaptionWorker:
     worker = CaptionWorker(
         captioner,
         batch_size=batch_size,
@@ -84,6 +92,7 @@ def make_worker(captioner: ScriptedCaptioner, recorder: Recorder, *, batch_size:
         finish=recorder.finish,
         hand_back=recorder.hand_back,
         on_status=recorder.statuses.append,
+        incoming=incoming,
     )
     worker.start()
     return worker
@@ -110,18 +119,45 @@ def test_images_wait_while_the_model_loads_then_go_in_batches(recorder: Recorder
     assert recorder.handed_back == []
 
 
-def test_a_lone_image_waits_at_most_batch_wait_ms_for_company(recorder: Recorder) -> None:
+def test_a_lone_image_is_captioned_at_once_alone_when_no_other_is_coming(recorder: Recorder) -> None:
     captioner = ScriptedCaptioner()
     captioner.loaded.set()
-    worker = make_worker(captioner, recorder, batch_size=4, batch_wait_ms=300)
+    worker = make_worker(captioner, recorder, batch_size=4, batch_wait_ms=60_000)
+    wait_for(lambda: worker.status.startswith("ready"), what="the model to load")
+
+    worker.submit(image("lone"), "lone")
+    # Far sooner than batch_wait_ms: nothing else was on its way, so nothing was waited for.
+    wait_for(lambda: "lone" in recorder.finished, timeout=5, what="the lone image captioned")
+    worker.stop()
+
+    assert captioner.batches == [["lone"]]  # a batch of 1, not of batch_size
+
+
+def test_a_batch_waits_for_images_the_pipeline_is_preparing(recorder: Recorder) -> None:
+    captioner = ScriptedCaptioner()
+    captioner.loaded.set()
+    preparing = [1]  # one more image is on its way
+    worker = make_worker(captioner, recorder, batch_size=4, batch_wait_ms=60_000, incoming=lambda: preparing[0])
     wait_for(lambda: worker.status.startswith("ready"), what="the model to load")
 
     worker.submit(image("first"), "first")
-    worker.submit(image("second"), "second")  # arrives within the wait: same batch
-    wait_for(lambda: len(recorder.finished) == 2, timeout=5, what="the partial batch to run")
+    assert not worker_ran(captioner, within_s=0.3), "the first image should wait for the one being prepared"
+    preparing[0] = 0
+    worker.submit(image("second"), "second")
+    wait_for(lambda: len(recorder.finished) == 2, timeout=5, what="the batch to run")
     worker.stop()
 
     assert captioner.batches == [["first", "second"]]
+
+
+def worker_ran(captioner: ScriptedCaptioner, *, within_s: float) -> bool:
+    """Whether the model was called within `within_s` (a bounded wait for something that must not happen)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if captioner.batches:
+            return True
+        time.sleep(0.01)
+    return bool(captioner.batches)
 
 
 def test_a_model_that_cannot_load_gives_every_image_the_reason(recorder: Recorder) -> None:

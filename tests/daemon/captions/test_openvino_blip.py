@@ -224,6 +224,7 @@ def test_an_image_gets_the_same_caption_alone_as_in_a_batch(
     singles = [captioner.caption([image])[0] for image in sample_images()]
 
     assert batched == singles == torch_captions
+    assert 1 in captioner._compiled._buffers, "a lone image should run as a batch of one, not padded"
     assert captioner.caption(sample_images() * 3) == torch_captions * 3
 
 
@@ -276,7 +277,7 @@ def test_when_openvino_cannot_run_it_says_so_once_and_captions_with_torch(
     assert captioner.caption(sample_images()) == torch_captions
 
 
-def test_compiling_never_phones_home(fresh_copy: Path, tmp_path: Path) -> None:
+def test_compiling_never_phones_home_and_captioning_never_imports_torch(fresh_copy: Path, tmp_path: Path) -> None:
     # In a process of its own: telemetry starts with openvino's first import, which this pytest
     # process may have done long before. Without the guard, this writes ~/intel/openvino_ga_cid.
     home = tmp_path / "home"
@@ -284,8 +285,10 @@ def test_compiling_never_phones_home(fresh_copy: Path, tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import dataclasses
+        import sys
         from pathlib import Path
         from daemon.captions.blip import BlipCaptioner
+        from tests.daemon.blip_fixtures import sample_images
         from models.config import CaptionConfig
 
         config = dataclasses.replace(
@@ -293,7 +296,7 @@ def test_compiling_never_phones_home(fresh_copy: Path, tmp_path: Path) -> None:
         )
         captioner = BlipCaptioner(config, Path({str(tmp_path)!r}))
         captioner.load()
-        print(captioner.runtime)
+        print(captioner.runtime, len(captioner.caption(sample_images())), "torch" in sys.modules)
         """
     )
     result = subprocess.run(
@@ -307,7 +310,8 @@ def test_compiling_never_phones_home(fresh_copy: Path, tmp_path: Path) -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["openvino", "float32"]
+    # torch takes seconds and 200 MB to import: a warm start with openvino needs none of it.
+    assert result.stdout.split() == ["openvino", "float32", "3", "False"]
     assert len(caches(fresh_copy)) == 1
     assert not (home / "intel").exists(), "openvino telemetry wrote its client id"
 
@@ -504,3 +508,20 @@ def test_htx_model_verify_hashes_everything_and_removes_a_damaged_compiled_model
     assert not cache.exists()
     assert loaded(compiled_copy).caption(sample_images()) == torch_captions
     assert (cache / openvino_blip.MANIFEST).is_file(), "the next load should have compiled it again"
+
+
+def test_too_little_free_memory_to_compile_says_so_once_and_captions_with_torch(
+    fresh_copy: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, torch_captions: list[str]
+) -> None:
+    from daemon.captions import openvino_build
+
+    monkeypatch.setattr(openvino_build, "available_memory", lambda: 1000)  # bytes
+
+    captioner = loaded(fresh_copy)
+
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "(BuildFailed: compiling it needs about " in warnings[0] and "GB of free memory and this machine has 0.0 GB available)" in warnings[0]
+    assert warnings[0].endswith(FALLBACK)
+    assert captioner.runtime == "torch float32" and caches(fresh_copy) == []
+    assert captioner.caption(sample_images()) == torch_captions
