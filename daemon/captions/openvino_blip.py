@@ -145,6 +145,7 @@ def load(
         )
         started = time.monotonic()
         first = f"preparing the caption model for this CPU (first start, about {about} s)"
+        progress(f"{first}: starting")
         openvino_build.build(model_folder, cache.folder, cache.expected, precision, shapes, lambda what: progress(f"{first}: {what}"))
         remove_stale(cache_root, cache.digest)
         log.info("compiled the caption model in %.0f s", time.monotonic() - started)

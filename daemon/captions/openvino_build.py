@@ -43,11 +43,12 @@ from daemon.captions.openvino_cache import (
 
 PROGRESS = "htx-progress: "
 # Free memory a build needs, per byte of checkpoint weights (float32): the torch model, plus
-# the piece being converted and its graphs (measured with BLIP-base: bench/caption.py).
-MEMORY_PER_WEIGHT_BYTE = 2.6
-# Seconds a build takes per GB of checkpoint weights on a 2-core AVX-512 server (BLIP-base,
-# 0.99 GB: bench/caption.py), for the "about N s" a first start shows.
-SECONDS_PER_GB = 45
+# the piece being converted and its graphs (measured with BLIP-base, 0.99 GB of weights: the
+# child's peak, VmHWM, 1.95 GB; bench/caption.py), with a margin.
+MEMORY_PER_WEIGHT_BYTE = 2.2
+# Seconds a build takes per GB of checkpoint weights on a 2-core AVX-512 server (BLIP-base:
+# 22 s; bench/caption.py), for the "about N s" a first start shows.
+SECONDS_PER_GB = 25
 
 
 class BuildFailed(Exception):

@@ -221,3 +221,29 @@ daemon.stop()
     torch_before_start, at_start, after = completed.stdout.splitlines()
     assert (torch_before_start, at_start) == ("False", "loading")
     assert after == "unavailable: caption model not-a-model not available: not a saved BLIP model"
+
+
+def test_with_a_model_never_compiled_images_are_done_at_once_and_captioned_once_it_is_ready(
+    tiny_blip: Path, tmp_path: Path, make_config: Callable[..., Config], start_daemon: Callable[..., Daemon]
+) -> None:
+    import shutil
+
+    from daemon.captions.openvino_cache import CACHE_FOLDER
+
+    model = Path(shutil.copytree(tiny_blip, tmp_path / "never-compiled", ignore=shutil.ignore_patterns(CACHE_FOLDER)))
+    config = make_config(caption={"model": str(model), "runtime": "openvino", "dtype": "float32", "max_new_tokens": 4})
+    config.inbox_dir.mkdir(parents=True, exist_ok=True)
+    drop_photos(config, PHOTOS[:3])  # there at the start: processed while the model compiles (seconds)
+    daemon = start_daemon(config)
+
+    def done_without_waiting() -> list[dict[str, Any]] | None:
+        rows = read_images(config)
+        waiting = [row for row in rows if (row["status"], row["stage"], row["caption"]) == ("done", "caption", None)]
+        return rows if len(waiting) == 3 else None
+
+    wait_for(done_without_waiting, timeout=60, what="the photos done, their captions to come, while the model compiles")
+    assert (daemon.caption_status or "").startswith("preparing: preparing the caption model for this CPU (first start, about ")
+
+    rows = wait_for(lambda: all_done(config, 3), timeout=120, what="the captions, with no command, once the model is ready")
+    assert all(row["caption"] and len(row["caption"].split()) == 4 and row["caption_model"] == model.name for row in rows)
+    assert daemon.caption_status.startswith("ready")
