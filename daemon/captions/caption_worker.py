@@ -6,9 +6,10 @@ payload (the daemon's job). It loads the captioner first, in the background; unt
 queue afterwards), and one handed in meanwhile waits. Then it takes what is waiting, up to
 `batch_size`, at once: a lone photo is captioned alone, now. It waits for company (at most
 `batch_wait_ms`) only while more images are on their way (`incoming`, being prepared by the
-pipeline), and runs one model call for them; the model runs at the size of the batch. Every image gets exactly one outcome through `finish` (a caption, or an error
-when the model is unavailable or fails on that batch), or, when the worker stops first (even
-in the middle of its batch), goes back through `hand_back`, never both.
+pipeline), and runs one model call for them; the model runs at the size of the batch. Every
+image gets exactly one outcome through `finish` (a caption, or an error when the model is
+unavailable or fails on that batch), or, when the worker stops first (even in the middle of
+its batch), goes back through `hand_back`, never both.
 """
 
 from __future__ import annotations
