@@ -372,7 +372,9 @@ async function refreshStats() {
   set("average", stats.finished ? formatMs(stats.processing_ms.average) : "–");
   set("p95", stats.finished ? formatMs(stats.processing_ms.p95) : "–");
   const runtime = stats.caption.runtime ? `, ${stats.caption.runtime}` : "";
-  set("caption", stats.caption.available ? `${stats.caption.model} (${stats.caption.device || "?"}${runtime})` : "off");
+  // No fix to give: the model is on its way (loading, or compiled on a first start), not off.
+  const coming = stats.caption.reason && !stats.caption.fix;
+  set("caption", stats.caption.available ? `${stats.caption.model} (${stats.caption.device || "?"}${runtime})` : coming ? "preparing…" : "off");
   document.querySelector('[data-stat="caption"]').title = state.captionNote;
   updateSummary();
   return stats;

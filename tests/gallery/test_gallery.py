@@ -200,6 +200,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Htx]:
         done | {"filename": "uncaptioned.jpg", "caption_error": "the caption model could not be loaded"},
         done | {"filename": '<img src=x onerror="document.title=1">.jpg', "caption": "<b>bold</b> claims"},
         base | {"filename": "halfway.jpg", "status": "processing", "thumb_small_path": small, "thumb_medium_path": medium},
+        done | {"filename": "caption-to-come.jpg", "stage": "caption"},
     ]
     with engine.begin() as connection:
         connection.execute(insert(Image.__table__), [row | {"sha256": f"{n:064x}"} for n, row in enumerate(rows)])
@@ -220,6 +221,8 @@ def test_captions_locations_and_hostile_text(library: Htx, page: Any, console: C
     # image's own caption_error.
     expect(grid.locator(".tile", has_text="uncaptioned.jpg").locator(".caption")).to_have_text(CAPTIONS_OFF)
     expect(grid.locator(".tile", has_text="halfway.jpg").locator(".caption")).to_have_text("Captioning…")
+    # Done, its caption queued (made once a model is ready): said as coming, not as off.
+    expect(grid.locator(".tile", has_text="caption-to-come.jpg").locator(".caption")).to_have_text("Caption coming…")
 
     # Markup in a name or a caption is shown as the text it is, and never runs.
     hostile = grid.locator(".tile", has_text="onerror")
@@ -235,10 +238,10 @@ def test_captions_locations_and_hostile_text(library: Htx, page: Any, console: C
     expect(page.locator("#detail")).to_contain_text("Canon EOS 5D")
     page.keyboard.press("Escape")
 
-    # Pages over the keyset cursor: 74 images, 60 to a page; scrolling to the end brings the rest.
-    expect(page.locator("#summary")).to_contain_text(re.compile(r"^(60\+|74) images"))
+    # Pages over the keyset cursor: 75 images, 60 to a page; scrolling to the end brings the rest.
+    expect(page.locator("#summary")).to_contain_text(re.compile(r"^(60\+|75) images"))
     page.locator("#sentinel").scroll_into_view_if_needed()
-    expect(grid.locator(".tile")).to_have_count(74)
+    expect(grid.locator(".tile")).to_have_count(75)
     expect(page.locator("#more")).to_be_hidden()
     assert grid.locator(".tile .name").last.text_content() == "filler-000.jpg"
 
@@ -253,7 +256,7 @@ def test_captions_locations_and_hostile_text(library: Htx, page: Any, console: C
     # On a phone: two columns, nothing wider than the screen, the detail fills it.
     page.set_viewport_size({"width": 390, "height": 844})
     page.locator("#q").fill("")
-    expect(grid.locator(".tile")).to_have_count(3)
+    expect(grid.locator(".tile")).to_have_count(4)
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
     lefts = {round(box["x"]) for box in (tile.bounding_box() for tile in grid.locator(".tile").all())}
     assert len(lefts) == 2, lefts
