@@ -12,7 +12,7 @@ the stand-in model, below eager torch bfloat16's 66%), while float16, with 3 mor
 bits, keeps 95% and runs faster still where the CPU has float16 arithmetic (AVX512-FP16).
 
 The compiled form is produced from the checkpoint on the first start, in a child process
-(daemon/captions/openvino_build.py: about a minute for BLIP-base), and saved next to the
+(daemon/captions/openvino_build.py: about 20 s for BLIP-base on 2 cores), and saved next to the
 model under a key of the checkpoint's hash, OpenVINO's version, the precision and the shapes
 (daemon/captions/openvino_cache.py, which also says how a start checks it cheaply). A changed
 checkpoint, an upgrade or a damaged file is never trusted.
