@@ -172,7 +172,7 @@ async def recaption_image(request: Request) -> Response:
     """
     check_token(request, context(request).config)
     image_id = image_id_of(request)
-    if context(request).config.caption.model == "none":
+    if not context(request).config.caption.enabled:
         raise Conflict('Captions are off: set caption.model in the configuration first.')
     if not await writer(request).run(actions.mark_for_recaption, [image_id]):
         await _unchanged(request, image_id, "captioned again", allowed=("done",))

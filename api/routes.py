@@ -181,7 +181,7 @@ async def list_images(request: Request) -> Response:
         search=_search(request),
     )
     base = base_url(request)
-    captions = context(request).config.caption.model != "none"
+    captions = context(request).config.caption.enabled
     return JsonResponse(
         {
             "items": [serialize.summary(row, base, captions=captions) for row in page.items],
@@ -233,7 +233,7 @@ async def create_image(request: Request) -> Response:
     try:
         known = await uploads.find_known(db, staged.sha256)
         if known is not None:
-            captions = config.caption.model != "none"
+            captions = config.caption.enabled
             return Response(serialize.record_json(known, base, captions=captions, duplicate=True), media_type=JSON)
         name = await run_in_threadpool(uploads.deliver, staged, config)
     finally:
@@ -289,7 +289,7 @@ async def get_image(request: Request) -> Response:
     row = await reader(request).run(queries.image_by_id, image_id_of(request))
     if row is None:
         raise NotFound("No image with this id.")
-    captions = context(request).config.caption.model != "none"
+    captions = context(request).config.caption.enabled
     return Response(serialize.record_json(row, base_url(request), captions=captions), media_type=JSON)
 
 
@@ -396,7 +396,7 @@ async def get_stats(request: Request) -> Response:
                 now_utc = _utcnow()
                 stats = await db.run(queries.stats, now=now_utc)
                 answer = serialize.stats(
-                    stats, now_utc, captions_configured=ctx.config.caption.model != "none", lease_s=ctx.config.pipeline.lease_s
+                    stats, now_utc, captions_configured=ctx.config.caption.enabled, lease_s=ctx.config.pipeline.lease_s
                 )
                 cached = ctx.stats = CachedStats(key, made_at, answer, serialize.dumps(answer))
     assert cached is not None

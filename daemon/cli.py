@@ -171,7 +171,7 @@ def cmd_stats(config: Config, args: argparse.Namespace) -> int:
                 queries.daemon_status(connection),
                 now=now,
                 lease_s=config.pipeline.lease_s,
-                captions_configured=config.caption.model != "none",
+                captions_configured=config.caption.enabled,
             )
     finally:
         engine.dispose()
@@ -214,7 +214,7 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_recaption(config: Config, args: argparse.Namespace) -> int:
-    if config.caption.model == "none":
+    if not config.caption.enabled:
         print('htx recaption: caption.model is "none": set it to a hub id or a model folder first', file=sys.stderr)
         return EXIT_USAGE
     from daemon.captions.captioner import CaptionerUnavailable, make_captioner
@@ -329,7 +329,7 @@ def cmd_model_verify(config: Config, args: argparse.Namespace) -> int:
     from daemon.captions.blip import BlipCaptioner, resolve_runtime
     from daemon.captions.captioner import CaptionerUnavailable
 
-    if config.caption.model == "none":
+    if not config.caption.enabled:
         print('htx model verify: caption.model is "none": there is no model to verify', file=sys.stderr)
         return EXIT_USAGE
     if resolve_runtime(config.caption, "cpu") != "openvino":

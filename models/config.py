@@ -108,6 +108,11 @@ class CaptionConfig:
     max_new_tokens: int = field(default=30, metadata=_at_least(1))
     num_beams: int = field(default=1, metadata=_at_least(1))
 
+    @property
+    def enabled(self) -> bool:
+        """Whether a model makes captions (caption.model is not "none")."""
+        return self.model != "none"
+
 
 @dataclass(frozen=True)
 class ApiConfig:

@@ -85,7 +85,7 @@ class NoCaptioner:
 
 def make_captioner(config: Config) -> Captioner:
     """The captioner `caption.model` names; cheap: nothing is loaded until `load()`."""
-    if config.caption.model == "none":
+    if not config.caption.enabled:
         return NoCaptioner()
     from daemon.captions.blip import BlipCaptioner
 
