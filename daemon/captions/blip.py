@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 from PIL import Image
 
+from daemon.captions.blip_torch import quantize_int8, resolve_dtype, stop_when_set
 from daemon.captions.captioner import CaptionCancelled, CaptionerUnavailable
 from models.config import CaptionConfig
 
@@ -140,32 +140,6 @@ def resolve_device(setting: str) -> str:
     return f"cuda:{index}"
 
 
-def cpu_has_fast_bfloat16() -> bool:
-    """True where bfloat16 matrix products run in hardware (AVX512-BF16, AMX, Arm BF16)."""
-    import torch
-
-    capabilities = torch.cpu.get_capabilities()
-    return any(capabilities.get(name, False) for name in ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"))
-
-
-def resolve_dtype(setting: str, device: str, quantize: str) -> Any:
-    """The torch dtype for `caption.dtype`; auto picks the fastest measured (bench/caption.py).
-
-    CUDA: bfloat16 where supported, else float16. CPU: bfloat16 where the CPU does it in hardware
-    (measured here: as fast as dynamic int8, half the memory of fp32, captions closer to fp32),
-    else float32; dynamic int8 always computes from float32 weights.
-    """
-    import torch
-
-    if setting != "auto":
-        return getattr(torch, setting)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if quantize == "int8":
-        return torch.float32
-    return torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32
-
-
 def resolve_runtime(config: CaptionConfig, device: str) -> str:
     """caption.runtime -> "torch" or "openvino". auto: openvino on CPU (4-6x the captions per
     second, bench/caption.py), torch on CUDA and for what only torch does (int8, beam search)."""
@@ -174,19 +148,6 @@ def resolve_runtime(config: CaptionConfig, device: str) -> str:
     if device != "cpu" or config.quantize != "none" or config.num_beams > 1:
         return "torch"
     return "openvino"
-
-
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of every Linear layer (weights int8, activations per batch)."""
-    import torch
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        # torch.ao.quantization and quantized tensors are marked deprecated in favour of torchao,
-        # yet are what torch 2.13 ships; the warnings say nothing actionable at run time.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 @functools.cache
@@ -276,10 +237,7 @@ class BlipCaptioner:
     def _load(self, progress: Callable[[str], None]) -> None:
         # Checked before torch is imported (seconds): images waiting for a model that is not
         # there get their caption_error at once.
-        if self.source.is_folder and not Path(self.source.location).is_dir():
-            raise unavailable(self.source, "folder not found")
-        if not self.source.is_folder and _local_file(self.source, "config.json") is None:
-            raise unavailable(self.source, "not in the local Hugging Face cache")
+        self._check_present()
 
         device = resolve_device(self.config.device)
         runtime = resolve_runtime(self.config, device)
@@ -352,6 +310,13 @@ class BlipCaptioner:
             release_freed_memory()
         self._model, self._dtype, self._quantized = model, dtype, quantize
 
+    def _check_present(self) -> None:
+        """CaptionerUnavailable, with the fix, when the checkpoint is not where it is said to be."""
+        if self.source.is_folder and not Path(self.source.location).is_dir():
+            raise unavailable(self.source, "folder not found")
+        if not self.source.is_folder and _local_file(self.source, "config.json") is None:
+            raise unavailable(self.source, "not in the local Hugging Face cache")
+
     def _model_folder(self) -> Path:
         """The checkpoint's folder: the configured one, or the hub cache's snapshot."""
         if self.source.is_folder:
@@ -383,10 +348,7 @@ class BlipCaptioner:
         is well)."""
         from daemon.captions import openvino_blip
 
-        if self.source.is_folder and not Path(self.source.location).is_dir():
-            raise unavailable(self.source, "folder not found")
-        if not self.source.is_folder and _local_file(self.source, "config.json") is None:
-            raise unavailable(self.source, "not in the local Hugging Face cache")
+        self._check_present()
         model_folder = self._model_folder()
         precision = openvino_blip.resolve_precision(self.config.dtype)
         shapes = openvino_blip.Shapes(self.input_size, self.config.max_new_tokens)
@@ -401,11 +363,9 @@ class BlipCaptioner:
         text_config = json.loads((model_folder / "config.json").read_text(encoding="utf-8")).get("text_config", {})
         try:
             # Read without transformers, which would import torch: seconds and 200 MB.
-            pixels, words = Pixels.from_folder(model_folder), Words(model_folder)
-            self._pixels, self._words = pixels, words
-            self._input_size = pixels.height
-            special = _special_tokens(model_folder)
-            token_id = {name: words.token_id(special[name]) if name in special else None for name in ("bos", "sep", "pad")}
+            self._pixels, self._words = Pixels.from_folder(model_folder), Words(model_folder)
+            self._input_size = self._pixels.height
+            token_id = self._words.special_ids()
         except MissingFiles:
             self._processor = processor = self._from_pretrained("BlipProcessor")
             self._input_size = int(processor.image_processor.size["height"])
@@ -481,34 +441,6 @@ class BlipCaptioner:
         if cancel.is_set():
             raise CaptionCancelled()
         return tokens.tolist()
-
-
-def _special_tokens(folder: Path) -> dict[str, str]:
-    """The tokenizer's special tokens by role ("bos", "sep", "pad"), from tokenizer_config.json."""
-    try:
-        settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    found = {}
-    for role in ("bos", "sep", "pad"):
-        value = settings.get(f"{role}_token") if isinstance(settings, dict) else None
-        if isinstance(value, dict):
-            value = value.get("content")
-        if isinstance(value, str):
-            found[role] = value
-    return found
-
-
-def stop_when_set(cancel: threading.Event) -> Any:
-    """A stopping criterion for `generate`: every sequence ends once `cancel` is set."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class StopWhenSet(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
-
-    return StoppingCriteriaList([StopWhenSet()])
 
 
 def download(model: str) -> Path:

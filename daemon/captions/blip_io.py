@@ -89,9 +89,22 @@ class Words:
         from tokenizers import Tokenizer
 
         self._tokenizer = Tokenizer.from_file(str(path))
+        self._folder = folder
 
-    def token_id(self, token: str) -> int | None:
-        return self._tokenizer.token_to_id(token)
+    def special_ids(self) -> dict[str, int | None]:
+        """The ids of the tokenizer's special tokens by role ("bos", "sep", "pad"), as its
+        tokenizer_config.json names them; None for a role it does not name."""
+        try:
+            settings = json.loads((self._folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            settings = {}
+        ids: dict[str, int | None] = {}
+        for role in ("bos", "sep", "pad"):
+            token = settings.get(f"{role}_token") if isinstance(settings, dict) else None
+            if isinstance(token, dict):
+                token = token.get("content")
+            ids[role] = self._tokenizer.token_to_id(token) if isinstance(token, str) else None
+        return ids
 
     def __call__(self, captions: Sequence[Sequence[int]]) -> list[str]:
         return [text.strip() for text in self._tokenizer.decode_batch([list(caption) for caption in captions], skip_special_tokens=True)]
