@@ -20,7 +20,7 @@ from api.errors import Conflict, InsufficientStorage, NotFound, ServiceUnavailab
 from api.params import etags, image_id_of
 from api.serialize import JsonResponse
 from api.uploads import check_token
-from models import actions, queries
+from models import actions, image_reads
 from models.trash import TrashUnavailable
 
 log = logging.getLogger("htx.api")
@@ -52,7 +52,7 @@ async def get_original(request: Request) -> Response:
         description: not stored yet (the image is still pending or processing)
     """
     image_id = image_id_of(request)
-    row = await reader(request).run(queries.original_info, image_id)
+    row = await reader(request).run(image_reads.original_info, image_id)
     if row is None:
         raise NotFound("No image with this id.")
     if not row["stored_path"] or row["status"] not in actions.FINISHED:
@@ -60,7 +60,7 @@ async def get_original(request: Request) -> Response:
     etag = f'"{row["sha256"]}"'  # the bytes' own digest: the same forever
     if etag in etags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers={"ETag": etag})
-    path = context(request).config.data_dir / row["stored_path"]
+    path = context(request).store.local_path(row["stored_path"])
     if not await run_in_threadpool(os.path.isfile, path):
         log.warning("image %d: its original is missing from the data folder", image_id)
         raise NotFound("The original file is missing.")
@@ -104,7 +104,7 @@ async def delete_image(request: Request) -> Response:
         # Into the trash before the record goes: a trash that cannot take the original
         # refuses the delete, and the record and its original stay as they were.
         try:
-            staged = await run_in_threadpool(actions.stage_original, image, config.data_dir, config.trash_dir)
+            staged = await run_in_threadpool(actions.stage_original, image, context(request).store, config.trash_dir)
         except TrashUnavailable as error:
             log.warning("image %d: not deleted: %s", image_id, error)
             if error.full:
@@ -120,7 +120,7 @@ async def delete_image(request: Request) -> Response:
         if staged is not None:
             await run_in_threadpool(staged.discard)
         await _unchanged(request, image_id, "deleted")
-    await run_in_threadpool(actions.remove_files, deleted, config.data_dir, staged)
+    await run_in_threadpool(actions.remove_files, deleted, context(request).store, staged)
     log.info("image %d (sha256 %s): deleted", image_id, deleted.sha256[:12])
     return Response(status_code=204)
 
@@ -144,8 +144,8 @@ async def reprocess_image(request: Request) -> Response:
     """
     check_token(request, context(request).config)
     image_id = image_id_of(request)
-    data_dir = context(request).config.data_dir
-    reprocessing = await writer(request).run(actions.mark_for_reprocessing, [image_id], failed_only=False, data_dir=data_dir)
+    store = context(request).store
+    reprocessing = await writer(request).run(actions.mark_for_reprocessing, [image_id], failed_only=False, store=store)
     if reprocessing.gone:
         raise Conflict(_GONE.format(action="processed again"))
     if not reprocessing.marked:

@@ -23,6 +23,7 @@ from api.uploads import remove_stale_parts
 from models.config import Config
 from models.db import make_engine
 from models.migrate import head_revision
+from models.store import open_store
 
 log = logging.getLogger("htx.api")
 
@@ -43,7 +44,7 @@ def create_app(config: Config) -> Starlette:
     """
     head = head_revision()
     assert head is not None, "no migrations shipped"
-    context = ApiContext(config=config, schema_head=head, openapi=openapi_schema(ROUTES, _version()))
+    context = ApiContext(config=config, store=open_store(config), schema_head=head, openapi=openapi_schema(ROUTES, _version()))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -19,9 +19,10 @@ from starlette.requests import Request
 from api.errors import DATABASE_UNAVAILABLE, ServiceUnavailable
 from api.guesses import FailedGuesses
 from api.faults import Faults
-from models import queries
+from models import status_reads
 from models.config import Config
 from models.db import READER_POOL_SIZE, make_engine, missing_database
+from models.store import FolderStore
 
 # Worker threads running PostgreSQL queries at once (models.db keeps as many connections).
 READER_THREADS = READER_POOL_SIZE
@@ -39,7 +40,7 @@ T = TypeVar("T")
 
 
 class Reader:
-    """Runs read queries (functions of models.queries) on one read-only connection.
+    """Runs read queries (functions of the models.*_reads modules) on one read-only connection.
 
     Queries run on the event loop itself. They are point lookups, index range reads and a few
     small aggregates, mostly under 0.1 ms; measured here, a hop to a worker thread cost more
@@ -76,7 +77,7 @@ class Reader:
         # 1,000 and more.
         self._threads = anyio.CapacityLimiter(READER_THREADS)
         # Held while /api/stats computes its answer, so that requests arriving meanwhile wait
-        # for it rather than compute it too (api.routes.get_stats).
+        # for it rather than compute it too (api.status.get_stats).
         self.stats_lock = anyio.Lock()
         # data_version's reads: callers counted as they come, and the last read with the
         # count of callers it answers (those that came before it started), and its outcome.
@@ -106,7 +107,7 @@ class Reader:
         return result
 
     async def data_version(self) -> int | str | None:
-        """queries.data_version, as read after this call began: equal to what an earlier
+        """status_reads.data_version, as read after this call began: equal to what an earlier
         call returned only if nothing was committed in between.
 
         SQLite reads it inline (a pragma, no I/O). PostgreSQL's read is a round trip on a
@@ -117,7 +118,7 @@ class Reader:
         (a server that is down costs one connection attempt, not one per waiting request).
         """
         if self._inline:
-            return self.run_sync(queries.data_version)
+            return self.run_sync(status_reads.data_version)
         self._version_callers += 1
         ticket = self._version_callers
         async with self._version_lock:
@@ -125,7 +126,7 @@ class Reader:
             if answered < ticket:  # no read has started since this caller came: one now
                 answered = self._version_callers
                 try:
-                    value, error = await self.run(queries.data_version), None
+                    value, error = await self.run(status_reads.data_version), None
                 except Exception as failure:  # noqa: BLE001 - kept for the callers it answers
                     value, error = None, failure
                 self._version_read = (answered, value, error)
@@ -233,6 +234,7 @@ class ApiContext:
     """Set on `app.state.api` by create_app; the lifespan fills in the reader and the writer."""
 
     config: Config
+    store: FolderStore
     schema_head: str
     openapi: dict[str, Any]
     reader: Reader | None = None

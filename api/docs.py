@@ -1,4 +1,5 @@
-"""The OpenAPI schema (Starlette's generator over the routes' docstrings) and a docs page.
+"""The OpenAPI schema (Starlette's generator over the routes' docstrings) and a docs page, and
+the routes that serve them: /api/openapi.json and /api/docs.
 
 The page is plain HTML made on the server from the schema: no script and no CDN, since the
 server may have no internet and neither may the person reading it.
@@ -10,8 +11,13 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute
 from starlette.schemas import SchemaGenerator
+
+from api.context import context
+from api.serialize import JsonResponse
 
 TITLE = "HTX image inbox API"
 
@@ -77,3 +83,27 @@ def docs_page(schema: dict[str, Any]) -> str:
         'Machine-readable: <a href="/api/openapi.json">/api/openapi.json</a>.</p>'
         f"{''.join(sections)}</body></html>"
     )
+
+
+async def openapi(request: Request) -> Response:
+    """This API's OpenAPI description.
+    ---
+    summary: OpenAPI schema
+    tags: [service]
+    responses:
+      200:
+        description: OpenAPI 3 document (JSON)
+    """
+    return JsonResponse(context(request).openapi)
+
+
+async def docs(request: Request) -> Response:
+    """A page listing every endpoint, made from the OpenAPI schema (no script, no CDN).
+    ---
+    summary: API documentation page
+    tags: [service]
+    responses:
+      200:
+        description: text/html
+    """
+    return HTMLResponse(docs_page(context(request).openapi))

@@ -23,7 +23,7 @@ from api.serialize import JsonResponse
 log = logging.getLogger("htx.api")
 
 # What reading the database raises: SQLAlchemy's errors, and sqlite3's own from the queries
-# that run on the raw cursor (models.queries). Not created yet, or not reachable: SQLite's
+# that run on the raw cursor (models.reads). Not created yet, or not reachable: SQLite's
 # OperationalError (no file, no table), PostgreSQL's server down or unreachable (operational,
 # or interface for a connection lost) or a table not there yet (programming).
 DATABASE_ERRORS = (DBAPIError, sqlite3.DatabaseError)

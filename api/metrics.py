@@ -22,13 +22,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import context, reader
-from models import queries
+from models import metrics_reads, stats_reads
 from models.caption_batches import SECONDS_BUCKETS, SIZE_BUCKETS, CaptionBatches
 
 REQUEST_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # The route label of a request no route matched: one series, whatever the paths asked for.
 UNMATCHED = "unmatched"
-# What a worker not stopped may be (models.queries.DaemonStatus.state); each has its series.
+# What a worker not stopped may be (models.status_reads.DaemonStatus.state); each has its series.
 WORKER_STATES = ("running", "stale", "gone")
 # The method label of any method HTX does not answer: the HTTP parser takes 32, and each junk
 # one would otherwise be a series of its own (and grow every scrape's body).
@@ -94,7 +94,7 @@ class RequestMetrics:
 class _Snapshot:
     """The database's figures as Prometheus metric families (a prometheus_client collector)."""
 
-    def __init__(self, figures: queries.Metrics, now: datetime, lease_s: float) -> None:
+    def __init__(self, figures: metrics_reads.Metrics, now: datetime, lease_s: float) -> None:
         self.figures = figures
         self.now = now
         self.lease_s = lease_s  # pipeline.lease_s: a worker silent longer is "gone"
@@ -114,12 +114,12 @@ class _Snapshot:
         yield waiting
         processing = figures.durations["processing"]
         total = HistogramMetricFamily("htx_image_processing_seconds", "Processing time of done images, first sight to record")
-        total.add_metric([], _buckets(queries.DURATION_BUCKETS_S, processing.buckets, processing.count), processing.sum_s)
+        total.add_metric([], _buckets(metrics_reads.DURATION_BUCKETS_S, processing.buckets, processing.count), processing.sum_s)
         yield total
         stages = HistogramMetricFamily("htx_image_stage_seconds", "Time of each stage, over done images", labels=["stage"])
-        for stage in queries.STAGES:
+        for stage in stats_reads.STAGES:
             timed = figures.durations[stage]
-            stages.add_metric([stage], _buckets(queries.DURATION_BUCKETS_S, timed.buckets, timed.count), timed.sum_s)
+            stages.add_metric([stage], _buckets(metrics_reads.DURATION_BUCKETS_S, timed.buckets, timed.count), timed.sum_s)
         yield stages
         yield from self._workers()
 
@@ -190,7 +190,7 @@ async def get_metrics(request: Request) -> Response:
         description: the database is not available
     """
     now = datetime.now(UTC).replace(tzinfo=None)
-    figures = await reader(request).run_apart(queries.metrics, now=now)
+    figures = await reader(request).run_apart(metrics_reads.metrics, now=now)
     registry = request.app.state.metrics_registry
     lease_s = context(request).config.pipeline.lease_s
     body = generate_latest(_Both(registry, _Snapshot(figures, now, lease_s)))  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ import orjson
 from starlette.responses import Response
 
 from models.caption_state import caption_state
-from models.queries import STAGES, Stats, Worker
+from models.stats_reads import STAGES, Stats, Worker
 
 THUMBNAIL_SIZES = ("small", "medium")
 
@@ -96,7 +96,7 @@ def _metadata(row: Mapping[str, Any]) -> dict[str, Any]:
 def record_json(row: Mapping[str, Any], base: str, *, captions: bool = True, **extra: Any) -> bytes:
     """The whole record of one image, as DESIGN.md lists it, encoded; `extra` keys are added.
 
-    `row["exif"]` is the JSON text the daemon stored (models.queries): it is placed into the
+    `row["exif"]` is the JSON text the daemon stored (models.reads): it is placed into the
     answer as it is, as the last member of `metadata`, which is the last member of the record.
     """
     image_id = row["id"]
@@ -139,10 +139,13 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
+JSON = "application/json"
+
+
 class JsonResponse(Response):
     """Starlette's JSONResponse, encoded by `dumps`."""
 
-    media_type = "application/json"
+    media_type = JSON
 
     def render(self, content: Any) -> bytes:
         return dumps(content)

@@ -46,7 +46,7 @@ from api.errors import (
     UnsupportedMediaType,
 )
 from api.guesses import client_address
-from models import queries
+from models import image_reads
 from models.config import Config
 from models.formats import EXTENSIONS, SNIFF_BYTES, sniff_format
 from models.ignore import IgnoreRules
@@ -384,7 +384,7 @@ def _same_filesystem(source: Path, inbox: Path) -> Path:
 async def find_known(reader: Reader, sha256: str) -> RowMapping | None:
     """The record with these bytes, or None (also when there is no database yet)."""
     try:
-        return await reader.run(queries.image_by_sha256, sha256)
+        return await reader.run(image_reads.image_by_sha256, sha256)
     except DATABASE_ERRORS:  # none yet, or damaged: the upload still waits in the inbox
         return None
 

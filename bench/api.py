@@ -47,8 +47,9 @@ from sqlalchemy import Connection, Engine, insert, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models import migrate, queries  # noqa: E402
+from models import image_reads, migrate, stats_reads  # noqa: E402
 from models.db import BACKENDS, make_engine  # noqa: E402
+from models.store import thumbnail_key  # noqa: E402
 from models.tables import Image as ImageRow  # noqa: E402
 from tests.postgres import ThrowawayCluster, started_or_none  # noqa: E402
 
@@ -129,7 +130,7 @@ def make_thumbnails(data_dir: Path) -> list[tuple[str, str]]:
         sha = f"{number:064x}"
         pair = []
         for size, box in (("small", (150, 113)), ("medium", (300, 225))):
-            relative = f"thumbnails/{sha[:2]}/{sha}-{size}.jpg"
+            relative = thumbnail_key(sha, size, "jpg")
             target = data_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             colour = tuple(rng.randrange(256) for _ in range(3))
@@ -244,7 +245,7 @@ def time_stats(url: str, runs: int = 60) -> dict[str, float]:
     with engine.connect() as connection:
         for _ in range(runs):
             started = time.perf_counter()
-            queries.stats(connection, now=datetime.now(UTC).replace(tzinfo=None))
+            stats_reads.stats(connection, now=datetime.now(UTC).replace(tzinfo=None))
             connection.rollback()
             timings.append((time.perf_counter() - started) * 1000)
     engine.dispose()
@@ -261,7 +262,7 @@ def time_search(url: str, runs: int = 30) -> dict[str, dict[str, float]]:
             timings = []
             for _ in range(runs):
                 started = time.perf_counter()
-                page = queries.list_images(connection, limit=50, **arguments)
+                page = image_reads.list_images(connection, limit=50, **arguments)
                 connection.rollback()
                 timings.append((time.perf_counter() - started) * 1000)
             timings.sort()

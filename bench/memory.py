@@ -77,6 +77,7 @@ def child(path: Path, caption_size: int, workers: int, budget_mb: int) -> None:
     from daemon.stages.decode import configure_pillow
     from daemon.stages.pipeline import prepare
     from models import config as config_module
+    from models.store import open_store
 
     budget = None
     if budget_mb:
@@ -94,6 +95,7 @@ def child(path: Path, caption_size: int, workers: int, budget_mb: int) -> None:
                 sha256=f"{number:064x}",
                 size_bytes=source.stat().st_size,
                 config=config,
+                store=open_store(config),
                 caption_size=caption_size or None,
                 **({"budget": budget} if budget else {}),
             )

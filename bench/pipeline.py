@@ -47,6 +47,7 @@ from daemon.database.writer import DatabaseWriter  # noqa: E402
 from models import config as config_module  # noqa: E402
 from models import migrate  # noqa: E402
 from models.db import BACKENDS, make_engine  # noqa: E402
+from models.store import open_store  # noqa: E402
 from tests.postgres import ThrowawayCluster, started_or_none  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "pipeline"
@@ -159,19 +160,19 @@ WRITES = ("register", "claim", "commit")
 
 def done_values(workdir: Path) -> dict[str, Any]:
     """The columns a done image gets (without a caption model), from a real prepare() of a
-    camera JPEG: metadata, EXIF and thumbnails as Daemon._process collects them."""
+    camera JPEG: metadata, EXIF and thumbnails as daemon.roles.pipeline_worker collects them."""
     config = config_module.parse(
         {"paths": {"data_dir": str(workdir / "prepared")}, "caption": {"model": "none"}}, base_dir=workdir
     )
     source = CAMERA_PHOTO.read_bytes()
     prepared = prepare(
-        CAMERA_PHOTO, sha256=hashlib.sha256(source).hexdigest(), size_bytes=len(source), config=config, caption_size=None
+        CAMERA_PHOTO, sha256=hashlib.sha256(source).hexdigest(), size_bytes=len(source), config=config, store=open_store(config), caption_size=None
     )
     return records.prepared_values(prepared) | records.caption_values(None)
 
 
 def finished(values: dict[str, Any], sha256: str) -> dict[str, Any]:
-    """`values` plus what Daemon._finish adds when it commits the image as done."""
+    """`values` plus what daemon.roles.outcomes adds when it commits the image as done."""
     return values | {
         "status": "done",
         "stage": None,
@@ -189,7 +190,7 @@ LEASE_S = 60
 
 
 def write_image(writer: DatabaseWriter, worker_id: int, number: int, values: dict[str, Any]) -> dict[str, float]:
-    """One new image's writes, as Daemon._register, _worker_loop and _finish make them: ms each."""
+    """One new image's writes, as the registrar, a pipeline worker's claim and its outcome make them: ms each."""
     sha256 = f"{number:064x}"
     name = f"2024/trip/IMG_{number:06d}.jpg"
     started = time.perf_counter()

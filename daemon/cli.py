@@ -13,17 +13,12 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from daemon.cli_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, open_database, reason
+from daemon.cli_model import cmd_model_download, cmd_model_verify, cmd_recaption
 from models import config as config_module
 from models.config import Config, ConfigError
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 log = logging.getLogger("htx")
 
@@ -91,40 +86,9 @@ def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if complete else EXIT_FAILURE
 
 
-def open_database(config: Config, command: str, *, readonly: bool = False) -> Engine | None:
-    """An engine on the database the daemon made, or None after saying on stderr why there is
-    none: no SQLite file yet, a server that cannot be reached, no schema yet."""
-    from sqlalchemy.exc import DBAPIError
-
-    from models.db import display_url, make_engine, missing_database
-    from models.queries import schema_revision
-
-    not_yet = f"htx {command}: no database yet: the daemon has not run with this configuration"
-    if missing_database(config.database_url):
-        print(not_yet, file=sys.stderr)
-        return None
-    engine = make_engine(config.database_url, readonly=readonly)
-    try:
-        with engine.connect() as connection:
-            revision = schema_revision(connection)
-    except DBAPIError as error:
-        engine.dispose()
-        print(f"htx {command}: cannot open the database {display_url(config.database_url)}: {_reason(error)}", file=sys.stderr)
-        return None
-    if revision is None:
-        engine.dispose()
-        print(f"{not_yet} (or run `htx db migrate`)", file=sys.stderr)
-        return None
-    return engine
-
-
-def _reason(error: Exception) -> str:
-    """A database error's first line: the driver's words, without SQLAlchemy's statement dump."""
-    return (str(getattr(error, "orig", None) or error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
     from models import actions
+    from models.store import open_store
 
     if not args.ids and not args.failed:
         print("htx reprocess: name image ids, or --failed for every failed image", file=sys.stderr)
@@ -134,7 +98,7 @@ def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     try:
         with engine.begin() as connection:
-            reprocessing = actions.mark_for_reprocessing(connection, args.ids, failed_only=args.failed, data_dir=config.data_dir)
+            reprocessing = actions.mark_for_reprocessing(connection, args.ids, failed_only=args.failed, store=open_store(config))
             # Named ids not queued, and any image of a --failed sweep left because its original is gone.
             left = sorted((set(args.ids) - set(reprocessing.marked)) | set(reprocessing.gone))
             statuses = actions.image_statuses(connection, left)
@@ -158,7 +122,7 @@ def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
 def cmd_stats(config: Config, args: argparse.Namespace) -> int:
     from daemon.database.records import utcnow
     from daemon.report import stats_table
-    from models import queries
+    from models import stats_reads, status_reads
 
     engine = open_database(config, "stats", readonly=True)
     if engine is None:
@@ -167,8 +131,8 @@ def cmd_stats(config: Config, args: argparse.Namespace) -> int:
         with engine.connect() as connection:
             now = utcnow()
             lines = stats_table(
-                queries.stats(connection, now=now),
-                queries.daemon_status(connection),
+                stats_reads.stats(connection, now=now),
+                status_reads.daemon_status(connection),
                 now=now,
                 lease_s=config.pipeline.lease_s,
                 captions_configured=config.caption.enabled,
@@ -213,38 +177,6 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_recaption(config: Config, args: argparse.Namespace) -> int:
-    if not config.caption.enabled:
-        print('htx recaption: caption.model is "none": set it to a hub id or a model folder first', file=sys.stderr)
-        return EXIT_USAGE
-    from daemon.captions.captioner import CaptionerUnavailable, make_captioner
-    from daemon.captions.recaption import recaption
-    from daemon.database.writer import DatabaseWriter
-
-    engine = open_database(config, "recaption")
-    if engine is None:
-        return EXIT_FAILURE
-    captioner = make_captioner(config)
-    try:
-        captioner.load()
-    except CaptionerUnavailable as error:
-        engine.dispose()
-        log.error("%s", error)
-        return EXIT_FAILURE
-    writer = DatabaseWriter(engine)
-    writer.start()
-    try:
-        result = recaption(config, captioner, writer, missing=args.missing, ids=args.ids)
-    finally:
-        writer.stop()
-        engine.dispose()
-    for image_id in result.not_found:
-        print(f"htx recaption: image {image_id} is not a done image", file=sys.stderr)
-    failed = f"; {len(result.failed)} could not be captioned" if result.failed else ""
-    print(f"recaptioned {result.captioned} image(s) with {captioner.model_name} ({captioner.settings}){failed}")
-    return EXIT_FAILURE if result.failed or result.not_found else EXIT_OK
-
-
 def cmd_db_migrate(config: Config, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import DBAPIError
 
@@ -255,7 +187,7 @@ def cmd_db_migrate(config: Config, args: argparse.Namespace) -> int:
     try:
         migrate.upgrade(engine)
     except DBAPIError as error:
-        print(f"htx db migrate: {display_url(config.database_url)}: {_reason(error)}", file=sys.stderr)
+        print(f"htx db migrate: {display_url(config.database_url)}: {reason(error)}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         engine.dispose()
@@ -279,7 +211,7 @@ def cmd_db_copy(config: Config, args: argparse.Namespace) -> int:
         print(f"htx db copy: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except DBAPIError as error:
-        print(f"htx db copy: nothing copied: {_reason(error)}", file=sys.stderr)
+        print(f"htx db copy: nothing copied: {reason(error)}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         source.dispose()
@@ -292,64 +224,6 @@ def cmd_db_copy(config: Config, args: argparse.Namespace) -> int:
     same = before == after
     print("the counts agree" if same else "htx db copy: THE COUNTS DIFFER: keep using the source", file=sys.stdout if same else sys.stderr)
     return EXIT_OK if same else EXIT_FAILURE
-
-
-def cmd_model_download(config: Config, args: argparse.Namespace) -> int:
-    from daemon.captions.blip import download, model_source
-
-    name = args.name or config.caption.model
-    if name == "none":
-        print('htx model download: caption.model is "none"; name a model, e.g. Salesforce/blip-image-captioning-base', file=sys.stderr)
-        return EXIT_USAGE
-    if model_source(name, config.base_dir).is_folder:
-        print(f"htx model download: {name} is a folder, not a hub id: nothing to download", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        folder = download(name)
-    except Exception as error:  # network, unknown repo, offline mode: one line, not a traceback
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
-        log.error(
-            "could not download %s: %s. This needs access to the Hugging Face hub; without it, copy the "
-            "cache folder (~/.cache/huggingface/hub) from a machine that has the model, or set "
-            "caption.model to a folder holding a saved BLIP model",
-            name,
-            first_line,
-        )
-        return EXIT_FAILURE
-    print(f"{name} is in the local cache ({folder}); the daemon loads it at its next start")
-    return EXIT_OK
-
-
-def cmd_model_verify(config: Config, args: argparse.Namespace) -> int:
-    """Hash the caption model's checkpoint and its compiled form again, whatever the cheap
-    check of a start (size, mtime, inode) says; a damaged compiled model is removed, and the
-    daemon compiles it again at its next start."""
-    import shutil
-
-    from daemon.captions.blip import BlipCaptioner, resolve_runtime
-    from daemon.captions.captioner import CaptionerUnavailable
-
-    if not config.caption.enabled:
-        print('htx model verify: caption.model is "none": there is no model to verify', file=sys.stderr)
-        return EXIT_USAGE
-    if resolve_runtime(config.caption, "cpu") != "openvino":
-        print("htx model verify: this configuration captions with torch, which keeps no compiled model")
-        return EXIT_OK
-    captioner = BlipCaptioner(config.caption, config.base_dir, cache_dir=config.data_dir)
-    try:
-        folder, problem = captioner.verify_compiled()
-    except CaptionerUnavailable as error:
-        print(f"htx model verify: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    if problem is None:
-        print(f"{captioner.model_name}: the checkpoint and its compiled model are intact ({folder})")
-        return EXIT_OK
-    if problem == "no compiled model yet":
-        print(f"{captioner.model_name}: not compiled yet; the daemon compiles it at its next start ({folder})")
-        return EXIT_OK
-    shutil.rmtree(folder, ignore_errors=True)
-    print(f"{captioner.model_name}: the compiled model was damaged ({problem}): removed; the daemon compiles it again at its next start")
-    return EXIT_FAILURE
 
 
 def _toml_value(value: object) -> str:

@@ -13,6 +13,7 @@ import errno
 
 from sqlalchemy.exc import DatabaseError, DBAPIError, InterfaceError, OperationalError
 
+from models.files import NotRegularFile
 from models.image_errors import CorruptImage, PipelineError, UnsupportedFormat
 
 __all__ = [
@@ -58,14 +59,6 @@ class SourceChanged(MissingFile):
         super().__init__(
             "the file was deleted or rewritten while it was being processed; a rewritten file is processed again"
         )
-
-
-class NotRegularFile(Exception):
-    """A symlink, FIFO, socket, device or folder where a file was expected: never read."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"not a regular file ({what})")
-        self.what = what
 
 
 class EnvironmentFault(Exception):

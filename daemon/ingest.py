@@ -24,7 +24,7 @@ from tqdm import tqdm
 from daemon.inbox.files import HASH_CHUNK_BYTES
 from daemon.database.records import utcnow
 from daemon.inbox.watcher import IgnoreRules
-from models import queries
+from models import status_reads
 from models.config import Config
 from models.db import make_engine, missing_database
 from models.tables import Image
@@ -128,7 +128,7 @@ def _statuses(config: Config, hashes: set[str]) -> tuple[dict[str, tuple[str, st
             rows = connection.execute(
                 select(Image.sha256, Image.status, Image.error, Image.filename).where(Image.sha256.in_(hashes))
             ).all()
-            daemon = queries.daemon_status(connection)
+            daemon = status_reads.daemon_status(connection)
     except DBAPIError:  # a server down, or no schema yet: nothing known, keep waiting
         return {}, None
     finally:
@@ -151,7 +151,7 @@ def wait_for_outcomes(
             progress.update(len(finished) - progress.n)
             if len(finished) == len(hashes):
                 return finished, True
-            if not warned and (heartbeat_age is None or heartbeat_age > queries.HEARTBEAT_STALE_S):
+            if not warned and (heartbeat_age is None or heartbeat_age > status_reads.HEARTBEAT_STALE_S):
                 progress.write(
                     "the daemon does not seem to be running: the files wait in the inbox until it starts",
                     file=out,

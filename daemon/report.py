@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from models.caption_state import caption_state
-from models.queries import DaemonStatus, Stats
+from models.stats_reads import Stats
+from models.status_reads import DaemonStatus
 
 
 def _ms(value: float) -> str:

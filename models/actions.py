@@ -8,15 +8,14 @@ happens once or not at all: a crash before the commit leaves the image as it was
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sqlalchemy import Connection, Row, delete, select, update
 
 from models import trash
-from models.names import ERROR_NOTE_SUFFIX, error_note
+from models.store import FolderStore, Store, remove_image_files, stage_in_trash
 from models.tables import Image
 
 images = Image.__table__
@@ -34,7 +33,7 @@ class Reprocessing:
 
 
 def mark_for_reprocessing(
-    connection: Connection, image_ids: Sequence[int], *, failed_only: bool, data_dir: Path
+    connection: Connection, image_ids: Sequence[int], *, failed_only: bool, store: Store
 ) -> Reprocessing:
     """Finished images back to `pending`, to be processed again from their stored original.
 
@@ -48,7 +47,7 @@ def mark_for_reprocessing(
     if failed_only:
         query = query.where(images.c.status == "failed")
     found = connection.execute(query).all()
-    present = [row.id for row in found if os.path.isfile(data_dir / row.stored_path)]
+    present = [row.id for row in found if store.exists(row.stored_path)]
     gone = sorted(row.id for row in found if row.id not in set(present))
     if not present:
         return Reprocessing([], gone)
@@ -82,7 +81,7 @@ def image_statuses(connection: Connection, image_ids: Sequence[int]) -> dict[int
 
 @dataclass(frozen=True)
 class DeletedImage:
-    """The files a deleted record leaves, relative to the data folder."""
+    """The files a deleted record leaves: their keys in the store."""
 
     id: int
     sha256: str
@@ -120,31 +119,21 @@ def _deleted(image_id: int, row: Row) -> DeletedImage:
     return DeletedImage(image_id, row.sha256, row.stored_path, thumbnails)
 
 
-def stage_original(image: DeletedImage, data_dir: Path, trash_dir: Path) -> trash.Staged:
+def stage_original(image: DeletedImage, store: FolderStore, trash_dir: Path) -> trash.Staged:
     """A finished image's original (and the note of why it failed) put in `trash_dir` under
     temporary names, before its record is deleted; trash.TrashUnavailable when the trash cannot
     take them, and then nothing has changed. Named by the record's id: never two originals on
     one name."""
     if image.original is None:
         return trash.Staged()
-    original = data_dir / image.original
-    name = f"{image.id}-{original.name}"
-    return trash.stage([(original, name), (error_note(original), name + ERROR_NOTE_SUFFIX)], trash_dir)
+    return stage_in_trash(store, image.original, f"{image.id}-{PurePosixPath(image.original).name}", trash_dir)
 
 
-def remove_files(deleted: DeletedImage, data_dir: Path, staged: trash.Staged | None) -> None:
+def remove_files(deleted: DeletedImage, store: Store, staged: trash.Staged | None) -> None:
     """A deleted record's thumbnails, and its original removed, or, `staged` in the trash,
-    given its name there.
-
-    Files already gone are no error: a delete that crashed after its commit may be repeated
-    by hand, or the files were never made.
-    """
-    for thumbnail in deleted.thumbnails:
-        (data_dir / thumbnail).unlink(missing_ok=True)
+    given its name there."""
     if staged is not None:
+        remove_image_files(store, None, deleted.thumbnails)
         staged.keep()
         return
-    if deleted.original is not None:
-        original = data_dir / deleted.original
-        original.unlink(missing_ok=True)
-        error_note(original).unlink(missing_ok=True)
+    remove_image_files(store, deleted.original, deleted.thumbnails)

@@ -165,18 +165,6 @@ class Config:
         return self.data_dir / "uploads"
 
     @property
-    def originals_dir(self) -> Path:
-        return self.data_dir / "originals"
-
-    @property
-    def thumbnails_dir(self) -> Path:
-        return self.data_dir / "thumbnails"
-
-    @property
-    def failed_dir(self) -> Path:
-        return self.data_dir / "failed"
-
-    @property
     def trash_dir(self) -> Path | None:
         """Where the originals of deleted images go; None: they are removed."""
         return self._resolve(self.paths.trash) if self.paths.trash else None

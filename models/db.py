@@ -136,7 +136,8 @@ def _postgresql_engine(url: URL, *, readonly: bool, application_name: str) -> En
         settings["default_transaction_read_only"] = "on"
         # Each statement its own transaction, read-only all the same: no BEGIN and ROLLBACK
         # round trips around a read. Statements of one call see their own snapshots: a
-        # commit between them shows in the later ones (models.queries allows for it).
+        # commit between them shows in the later ones (models.search_reads and
+        # models.stats_reads allow for it).
         extra["isolation_level"] = "AUTOCOMMIT"
     options = " ".join(f"-c {name}={value}" for name, value in settings.items())
     return create_engine(

@@ -6,18 +6,10 @@ from __future__ import annotations
 import os
 import unicodedata
 import urllib.parse
-from pathlib import Path
 
 MAX_NAME_CHARS = 255
 # Linux's limit on one name (NAME_MAX), in bytes.
 MAX_NAME_BYTES = 255
-# Beside a file kept in failed/: why it failed.
-ERROR_NOTE_SUFFIX = ".error.txt"
-
-
-def error_note(failed_file: Path) -> Path:
-    """The note beside a file in failed/ that says why it failed."""
-    return failed_file.with_name(failed_file.name + ERROR_NOTE_SUFFIX)
 
 
 def _shown(part: str) -> str:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from models.config import Config
 from models.db import make_engine, missing_database
-from models.queries import schema_revision
+from models.status_reads import schema_revision
 from models.tables import DaemonState, Image
 
 T = TypeVar("T")

@@ -27,7 +27,7 @@ from typing import Any
 from PIL import Image
 
 from daemon.captions.blip_torch import quantize_int8, resolve_dtype, stop_when_set
-from daemon.captions.captioner import CaptionCancelled, CaptionerUnavailable
+from daemon.captions.errors import CaptionCancelled, CaptionerUnavailable
 from models.config import CaptionConfig
 
 log = logging.getLogger("htx.caption")

@@ -24,7 +24,8 @@ from typing import Any
 
 from PIL import Image
 
-from daemon.captions.captioner import NO_WORDS, CaptionCancelled, Captioner, CaptionerUnavailable
+from daemon.captions.captioner import Captioner
+from daemon.captions.errors import NO_WORDS, CaptionCancelled, CaptionerUnavailable
 from models.caption_batches import CaptionBatches
 
 log = logging.getLogger("htx.caption")

@@ -2,7 +2,8 @@
 
 The daemon talks to a `Captioner` only. "none" (`caption.model = "none"`) is the captioner
 that makes no captions: images finish `done` with `caption: null`. Anything else is a BLIP
-model (daemon/captions/blip.py), by hub id or folder.
+model (daemon/captions/blip.py), by hub id or folder; daemon/captions/factory.py picks one.
+This module imports no implementation, so that they may all import it.
 """
 
 from __future__ import annotations
@@ -13,27 +14,7 @@ from typing import Protocol
 
 from PIL import Image
 
-from models.config import Config
-
-
-# The caption_error of an image whose caption came out empty (only special tokens).
-NO_WORDS = "the caption model produced no words"
-
-
-class CaptionerUnavailable(Exception):
-    """The model cannot be used (not downloaded, wrong path...).
-
-    `str(error)` is the log line: it names the model and how to fix it (it may name a server
-    folder). `reason` is the short form stored as an image's `caption_error`: no server paths.
-    """
-
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason or message
-
-
-class CaptionCancelled(Exception):
-    """`cancel` was set while captioning (the daemon is stopping): the batch has no captions."""
+from daemon.captions.errors import CaptionerUnavailable
 
 
 class Captioner(Protocol):
@@ -81,12 +62,3 @@ class NoCaptioner:
 
     def caption(self, images: Sequence[Image.Image], *, cancel: threading.Event | None = None) -> list[str]:
         raise CaptionerUnavailable("captioning is switched off (caption.model = \"none\")")
-
-
-def make_captioner(config: Config) -> Captioner:
-    """The captioner `caption.model` names; cheap: nothing is loaded until `load()`."""
-    if not config.caption.enabled:
-        return NoCaptioner()
-    from daemon.captions.blip import BlipCaptioner
-
-    return BlipCaptioner(config.caption, config.base_dir, cache_dir=config.data_dir)

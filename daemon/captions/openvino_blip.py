@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from daemon.captions import openvino_build
-from daemon.captions.captioner import CaptionCancelled
+from daemon.captions.errors import CaptionCancelled
 from daemon.captions.openvino_cache import (
     CACHE_FOLDER,
     FILES,

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from daemon.database import records
-from daemon.captions.captioner import NO_WORDS, Captioner
+from daemon.captions.captioner import Captioner
+from daemon.captions.errors import NO_WORDS
 from daemon.stages.decode import configure_pillow, decode
 from daemon.errors import PipelineError
 from daemon.stages.metadata import extract_metadata
 from daemon.stages.pipeline import caption_image, decode_box
 from daemon.database.writer import DatabaseWriter
 from models.config import Config
+from models.store import FolderStore, open_store
 
 log = logging.getLogger("htx.recaption")
 
@@ -33,9 +35,9 @@ class RecaptionResult:
     not_found: list[int] = field(default_factory=list)  # ids asked for that are not done images
 
 
-def caption_input(config: Config, stored: records.StoredImage, edge: int) -> Image.Image:
+def caption_input(config: Config, store: FolderStore, stored: records.StoredImage, edge: int) -> Image.Image:
     """The stored original, decoded once and reduced to the model's input, upright, RGB."""
-    path = config.data_dir / stored.stored_path
+    path = store.local_path(stored.stored_path)
     decoded = decode(path, max_pixels=config.pipeline.max_pixels, box=decode_box(config, edge))
     try:
         orientation = extract_metadata(decoded, stored.size_bytes).orientation
@@ -52,13 +54,15 @@ def recaption(
     chosen = writer.call(records.images_to_recaption, missing=missing, ids=ids)
     result = RecaptionResult(not_found=sorted(set(ids) - {stored.id for stored in chosen}))
     size = config.caption.batch_size
+    store = open_store(config)
     for start in range(0, len(chosen), size):
-        _caption_batch(config, captioner, writer, chosen[start : start + size], result)
+        _caption_batch(config, store, captioner, writer, chosen[start : start + size], result)
     return result
 
 
 def _caption_batch(
     config: Config,
+    store: FolderStore,
     captioner: Captioner,
     writer: DatabaseWriter,
     batch: list[records.StoredImage],
@@ -67,7 +71,7 @@ def _caption_batch(
     ready: list[tuple[records.StoredImage, Image.Image]] = []
     for stored in batch:
         try:
-            ready.append((stored, caption_input(config, stored, captioner.input_size or 0)))
+            ready.append((stored, caption_input(config, store, stored, captioner.input_size or 0)))
         except (PipelineError, OSError) as error:
             detail = error.message if isinstance(error, PipelineError) else error.strerror or type(error).__name__
             log.warning("image %d %s: cannot read its original: %s", stored.id, stored.filename, detail)

@@ -34,7 +34,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.errors import NotRegularFile
-from daemon.inbox.files import open_regular
+from models.files import open_regular
 from models.config import WatchConfig
 from models.ignore import IgnoreRules
 

@@ -12,7 +12,7 @@ from typing import BinaryIO
 from PIL import Image, UnidentifiedImageError
 
 from daemon.errors import CorruptImage, NotRegularFile, SourceChanged, TooLarge
-from daemon.inbox.files import open_regular
+from models.files import open_regular
 from models.formats import EXTENSIONS, SNIFF_BYTES, sniff_format
 
 # Sniffing lives in models.formats, since the API sniffs uploads too; it is named here as well so

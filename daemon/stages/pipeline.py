@@ -28,6 +28,7 @@ from daemon.stages.thumbnails import (
     write_thumbnails,
 )
 from models.config import Config
+from models.store import Store
 
 
 @dataclass
@@ -73,6 +74,7 @@ def prepare(
     sha256: str,
     size_bytes: int,
     config: Config,
+    store: Store,
     caption_size: int | None,
     budget: DecodeBudget | None = None,
 ) -> PreparedImage:
@@ -103,7 +105,7 @@ def prepare(
             if caption_size:
                 caption_input = caption_image(opened.image, metadata.orientation, caption_size)
             opened.close()  # only the small images are left: the memory is free for the next decode
-    thumbnails = write_thumbnails(rendered, sha256=sha256, quality=config.thumbnails.quality, data_dir=config.data_dir)
+    thumbnails = write_thumbnails(rendered, sha256=sha256, quality=config.thumbnails.quality, store=store)
     thumbnails_at = time.perf_counter()
     return PreparedImage(
         metadata=metadata,

@@ -10,12 +10,11 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image, ImageCms
 
-from daemon.inbox.files import write_atomically
 from models.config import ThumbnailsConfig
+from models.store import Store, thumbnail_key
 
 _SRGB = ImageCms.createProfile("sRGB")
 
@@ -45,7 +44,7 @@ _PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
 @dataclass(frozen=True)
 class Thumbnail:
     size_name: str  # "small" or "medium"
-    path: str  # relative to the data folder
+    path: str  # its key in the store (models.store)
     width: int
     height: int
 
@@ -194,11 +193,11 @@ def make_thumbnails(
     icc: bytes | None,
     sha256: str,
     config: ThumbnailsConfig,
-    data_dir: Path,
+    store: Store,
 ) -> list[Thumbnail]:
     """Write the medium and small thumbnails of a decoded image; return what was written."""
     rendered = render_thumbnails(image, orientation=orientation, icc=icc, config=config)
-    return write_thumbnails(rendered, sha256=sha256, quality=config.quality, data_dir=data_dir)
+    return write_thumbnails(rendered, sha256=sha256, quality=config.quality, store=store)
 
 
 def render_thumbnails(
@@ -224,23 +223,17 @@ def render_thumbnails(
     return ThumbnailImages(medium=medium, small=small, file_format=file_format)
 
 
-def write_thumbnails(rendered: ThumbnailImages, *, sha256: str, quality: int, data_dir: Path) -> list[Thumbnail]:
+def write_thumbnails(rendered: ThumbnailImages, *, sha256: str, quality: int, store: Store) -> list[Thumbnail]:
     return [
-        _write(rendered.medium, "medium", rendered.file_format, sha256, quality, data_dir),
-        _write(rendered.small, "small", rendered.file_format, sha256, quality, data_dir),
+        _write(rendered.medium, "medium", rendered.file_format, sha256, quality, store),
+        _write(rendered.small, "small", rendered.file_format, sha256, quality, store),
     ]
 
 
-def thumbnail_relpath(sha256: str, size_name: str, file_format: str) -> str:
-    return f"thumbnails/{sha256[:2]}/{sha256}-{size_name}.{_EXTENSIONS[file_format]}"
-
-
-def _write(
-    image: Image.Image, size_name: str, file_format: str, sha256: str, quality: int, data_dir: Path
-) -> Thumbnail:
-    relpath = thumbnail_relpath(sha256, size_name, file_format)
+def _write(image: Image.Image, size_name: str, file_format: str, sha256: str, quality: int, store: Store) -> Thumbnail:
+    key = thumbnail_key(sha256, size_name, _EXTENSIONS[file_format])
     options: dict = {"quality": quality} if file_format in ("JPEG", "WEBP") else {"compress_level": 6}
     if file_format == "JPEG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    write_atomically(data_dir / relpath, lambda handle: image.save(handle, file_format, **options))
-    return Thumbnail(size_name=size_name, path=relpath, width=image.width, height=image.height)
+    store.write(key, lambda handle: image.save(handle, file_format, **options))
+    return Thumbnail(size_name=size_name, path=key, width=image.width, height=image.height)

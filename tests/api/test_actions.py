@@ -86,7 +86,7 @@ def test_a_trash_folder_keeps_deleted_originals(make_config, start_daemon, tmp_p
     kept = sorted(path.name for path in (tmp_path / "trash").iterdir())
     assert kept == [f"{row['id']}-broken.png", f"{row['id']}-broken.png.error.txt"]
     assert (tmp_path / "trash" / kept[0]).read_bytes() == body
-    assert not list(config.failed_dir.iterdir())
+    assert not list((config.data_dir / "failed").iterdir())
 
 
 @pytest.mark.both_backends

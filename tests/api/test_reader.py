@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.context import Reader
 from daemon.database import records
-from models import migrate, queries
+from models import migrate, status_reads
 from models.db import make_engine
 from tests.postgres import ThrowawayCluster
 
@@ -27,7 +27,7 @@ def test_a_restarted_server_costs_no_failed_read_and_a_stopped_one_fails_fast(ow
     head = migrate.head_revision()
 
     def read() -> str | None:
-        return anyio.run(lambda: reader.run(queries.schema_revision))
+        return anyio.run(lambda: reader.run(status_reads.schema_revision))
 
     try:
         assert engine.pool._pre_ping is False  # noqa: SLF001 - what this test is about
@@ -60,13 +60,13 @@ def test_concurrent_callers_share_a_version_read_started_after_they_came(
     engine = make_engine(url, readonly=True)
     reader = Reader(engine)
     reads = []
-    real = queries.data_version
+    real = status_reads.data_version
 
     def counted(connection):
         reads.append(1)
         return real(connection)
 
-    monkeypatch.setattr(queries, "data_version", counted)
+    monkeypatch.setattr(status_reads, "data_version", counted)
 
     async def many() -> list:
         found = []

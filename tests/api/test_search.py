@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import insert, select, update
 from starlette.testclient import TestClient
 
-from models import migrate, queries
+from models import image_reads, migrate, search_reads
 from models.db import make_engine
-from models.queries import MAX_SEARCH_TERMS, search_expression, search_words
+from models.search_reads import MAX_SEARCH_TERMS, search_expression, search_words
 from models.tables import Image
 from tests.api.conftest import config_for, serve
 from tests.conftest import new_database_url
@@ -149,8 +149,8 @@ def test_search_pages_with_the_cursor_and_status(
 
     PostgreSQL walks the newest rows, maybe some more, then asks the index for older
     matches: with short walks, pages come from all three, and from each alone."""
-    monkeypatch.setattr(queries, "SEARCH_WALK_ROWS", walk_rows)
-    monkeypatch.setattr(queries, "SEARCH_WALK_MORE", walk_more)
+    monkeypatch.setattr(search_reads, "SEARCH_WALK_ROWS", walk_rows)
+    monkeypatch.setattr(search_reads, "SEARCH_WALK_MORE", walk_more)
     config = config_for(tmp_path, database={"url": database_url})
     engine = make_engine(config.database_url)
     migrate.upgrade(engine)
@@ -194,8 +194,8 @@ def test_writes_between_the_statements_of_a_search_change_nothing_on_its_page(
     """PostgreSQL runs a search as several statements, each in its own snapshot (the reader
     autocommits): images registered, or leaving the status, between them neither show twice
     nor make the page skip a match (SQLite runs one statement: trivially so)."""
-    monkeypatch.setattr(queries, "SEARCH_WALK_ROWS", 6)
-    monkeypatch.setattr(queries, "SEARCH_WALK_MORE", 12)
+    monkeypatch.setattr(search_reads, "SEARCH_WALK_ROWS", 6)
+    monkeypatch.setattr(search_reads, "SEARCH_WALK_MORE", 12)
     config = config_for(tmp_path, database={"url": database_url})
     writer = make_engine(config.database_url)
     migrate.upgrade(writer)
@@ -212,9 +212,9 @@ def test_writes_between_the_statements_of_a_search_change_nothing_on_its_page(
     reader = make_engine(config.database_url, readonly=True)
     try:
         with reader.connect() as connection:
-            expected = queries.list_images(connection, limit=5, search="kite", status="done")
+            expected = image_reads.list_images(connection, limit=5, search="kite", status="done")
             statements = []
-            fetch = queries._fetch_all
+            fetch = search_reads.fetch_all
 
             def interfering(connection, statement, parameters):
                 statements.append(statement)
@@ -225,8 +225,8 @@ def test_writes_between_the_statements_of_a_search_change_nothing_on_its_page(
                         writing.execute(update(Image.__table__).where(Image.id.in_(newest.scalar_subquery())).values(status="pending"))
                 return fetch(connection, statement, parameters)
 
-            monkeypatch.setattr(queries, "_fetch_all", interfering)
-            found = queries.list_images(connection, limit=5, search="kite", status="done")
+            monkeypatch.setattr(search_reads, "fetch_all", interfering)
+            found = image_reads.list_images(connection, limit=5, search="kite", status="done")
     finally:
         reader.dispose()
         writer.dispose()

@@ -53,7 +53,7 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(
     assert len({row["sha256"] for row in rows}) == FILES
     assert sorted(row["filename"] for row in rows) == sorted(path.name for path in photos)
     assert list(config.inbox_dir.iterdir()) == []
-    stored = sorted(config.originals_dir.rglob("*.jpg"))
+    stored = sorted((config.data_dir / "originals").rglob("*.jpg"))
     assert len(stored) == FILES
     for row in rows:
         assert (config.data_dir / row["thumb_small_path"]).is_file()

@@ -14,18 +14,21 @@ import errno
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 from sqlalchemy.exc import OperationalError
 
-from daemon import outage, service
+from daemon import outage
+from daemon.roles import captioning, outcomes, registrar, shared
+from daemon.roles.captioning import Captioning
+from daemon.roles.pipeline_worker import PipelineWorker
 from daemon.database import work_queue
 from daemon.database.writer import DatabaseWriter
 from daemon.service import Daemon
 from daemon.stages import pipeline
+from models import store
 from models.config import Config
 from tests.helpers import CORPUS_DIR, copy_in, read_images, wait_for
 
@@ -103,12 +106,12 @@ def _install(monkeypatch: pytest.MonkeyPatch, fault: Fault, step: str) -> None:
 
         return broken
 
-    monkeypatch.setattr(service, "move_file", breaking_files(service.move_file))
+    monkeypatch.setattr(store, "move_file", breaking_files(store.move_file))
     monkeypatch.setattr(pipeline, "write_thumbnails", breaking_files(pipeline.write_thumbnails))
-    monkeypatch.setattr(Daemon, "_write_note", breaking_files(Daemon._write_note))
-    real_disk_problem = service.data_disk_problem
+    monkeypatch.setattr(outcomes, "write_note", breaking_files(outcomes.write_note))
+    real_disk_problem = shared.data_disk_problem
     monkeypatch.setattr(
-        service, "data_disk_problem", lambda folder: DISK_FULL if fault.on and fault.breaks_files else real_disk_problem(folder)
+        shared, "data_disk_problem", lambda folder: DISK_FULL if fault.on and fault.breaks_files else real_disk_problem(folder)
     )
 
     owner, name = STEPS[step]
@@ -125,14 +128,14 @@ def _install(monkeypatch: pytest.MonkeyPatch, fault: Fault, step: str) -> None:
 
 # Each step, as the function an image passes through there. Faults that write fail inside it.
 STEPS: dict[str, tuple[Any, str]] = {
-    "hash": (service, "hash_file"),
+    "hash": (registrar, "hash_file"),
     "decode": (pipeline, "open_image"),
     "thumbnails": (pipeline, "write_thumbnails"),
     "record": (work_queue, "finish"),
-    "move": (service, "move_file"),
-    "hand-over to captions": (Daemon, "_hand_to_captions"),
-    "caption input": (service, "caption_input"),
-    "caption record": (Daemon, "_caption_done"),
+    "move": (store, "move_file"),
+    "hand-over to captions": (PipelineWorker, "hand_to_captions"),
+    "caption input": (captioning, "caption_input"),
+    "caption record": (Captioning, "caption_done"),
 }
 WRITES_OF_THE_DATABASE = {"record"}
 # Steps a separate captions-only daemon takes part in: the image is handed over through the queue.

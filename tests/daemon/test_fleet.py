@@ -170,9 +170,9 @@ def test_killed_workers_lose_nothing_and_duplicate_nothing(
     assert statuses == {"done": VALID, "failed": TRUNCATED}, statuses
     assert all(row["error_kind"] == "corrupt" for row in rows if row["status"] == "failed")
     done = {row["sha256"] for row in rows if row["status"] == "done"}
-    thumbnails = {path.name for path in config.thumbnails_dir.rglob("*") if path.is_file() and not path.name.startswith(".")}
+    thumbnails = {path.name for path in (config.data_dir / "thumbnails").rglob("*") if path.is_file() and not path.name.startswith(".")}
     assert thumbnails == {f"{sha}-{size}.jpg" for sha in done for size in ("small", "medium")}
-    assert {path.name.split(".")[0] for path in config.originals_dir.rglob("*.jpg")} == done
+    assert {path.name.split(".")[0] for path in (config.data_dir / "originals").rglob("*.jpg")} == done
     workers = Counter(row["processed_by"] for row in rows)
     assert len(workers) >= daemons + 1, workers  # shared, and the replacements took part
     # The claims the kills cut short were given to another worker, and counted.
@@ -382,9 +382,9 @@ def test_a_fleet_rides_out_restarts_and_stops_of_its_database_and_a_frozen_worke
 
     assert sorted(row["sha256"] for row in rows) == sorted(digests)
     assert Counter(row["status"] for row in rows) == {"done": 120}
-    thumbnails = {path.name for path in config.thumbnails_dir.rglob("*") if path.is_file() and not path.name.startswith(".")}
+    thumbnails = {path.name for path in (config.data_dir / "thumbnails").rglob("*") if path.is_file() and not path.name.startswith(".")}
     assert thumbnails == {f"{sha}-{size}.jpg" for sha in digests for size in ("small", "medium")}
-    assert {path.name.split(".")[0] for path in config.originals_dir.rglob("*.jpg")} == digests
+    assert {path.name.split(".")[0] for path in (config.data_dir / "originals").rglob("*.jpg")} == digests
     assert 503 in health_while_down and 200 not in health_while_down, health_while_down
     for daemon in daemons:
         said = daemon.log()

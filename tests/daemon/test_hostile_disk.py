@@ -98,7 +98,7 @@ def test_a_full_data_disk_is_waited_out_and_no_image_fails_for_it(
         wait_for(lambda: _saying(api, None), what="/healthz to be ok again")
         assert "data disk full: resolved after" in daemon.log()
         assert os.listdir(inbox) == []
-        assert not [path for path in config.thumbnails_dir.rglob("*.tmp")]
+        assert not [path for path in (config.data_dir / "thumbnails").rglob("*.tmp")]
         assert daemon.stop() == 0
     finally:
         daemon.stop()
@@ -144,16 +144,16 @@ def test_thumbnails_replaced_by_a_file_holds_images_back_until_it_is_a_folder_ag
     api = Htx(config_file, "api")
     try:
         api.wait_healthy()
-        shutil.rmtree(config.thumbnails_dir)
-        config.thumbnails_dir.write_text("not a folder")
+        shutil.rmtree((config.data_dir / "thumbnails"))
+        (config.data_dir / "thumbnails").write_text("not a folder")
         copy_in(photo_files[0], config.inbox_dir / "a.jpg")
         problem = "a folder of the data folder is not a folder"
         wait_for(lambda: _saying(api, problem), what="/healthz to name the problem")
         assert [row["status"] for row in read_images(config)] in ([], ["pending"], ["processing"])
-        config.thumbnails_dir.unlink()
+        (config.data_dir / "thumbnails").unlink()
         wait_for(lambda: _done(config, 1), timeout=60, what="the image once thumbnails/ can be made")
         wait_for(lambda: _saying(api, None), what="/healthz to be ok again")
-        assert not list(config.failed_dir.iterdir())
+        assert not list((config.data_dir / "failed").iterdir())
     finally:
         daemon.stop()
         api.stop()
@@ -161,11 +161,11 @@ def test_thumbnails_replaced_by_a_file_holds_images_back_until_it_is_a_folder_ag
 
 def test_temporaries_a_kill_left_are_removed_at_start(tmp_path: Path) -> None:
     config_file, config = _config(tmp_path, tmp_path / "data", tmp_path / "data" / "inbox")
-    left = config.thumbnails_dir / "ab" / f".ab12-small.jpg.{os.getpid()}.tmp"
+    left = (config.data_dir / "thumbnails") / "ab" / f".ab12-small.jpg.{os.getpid()}.tmp"
     left.parent.mkdir(parents=True)
     left.write_bytes(b"half a thumbnail")
     os.utime(left, (time.time() - 3600, time.time() - 3600))  # the kill was a while ago
-    kept = config.thumbnails_dir / "ab" / "ab12-small.jpg"
+    kept = (config.data_dir / "thumbnails") / "ab" / "ab12-small.jpg"
     kept.write_bytes(b"a thumbnail")
     daemon = Htx(config_file, "daemon")
     try:

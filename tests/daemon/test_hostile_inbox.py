@@ -112,7 +112,7 @@ def test_special_files_are_never_read_followed_or_recorded(run_daemon, tmp_path:
     assert sorted(path.name for path in inbox.iterdir()) == sorted(
         ["x.jpg", "zero.jpg", "outside.jpg", "folder-link", "socket.jpg"]
     )
-    stored = [path for path in config.originals_dir.rglob("*") if not path.is_dir()]
+    stored = [path for path in (config.data_dir / "originals").rglob("*") if not path.is_dir()]
     assert len(stored) == 1 and not stored[0].is_symlink()
     assert hashlib.sha256(stored[0].read_bytes()).hexdigest() == rows[0]["sha256"]
 
@@ -142,10 +142,10 @@ def test_names_at_the_length_limit_keep_their_real_reason(run_daemon) -> None:
     rows = read_images(config)
     assert [row["error_kind"] for row in rows] == ["corrupt", "corrupt"]
     assert all("internal" not in row["error"] for row in rows)
-    failed = sorted(path.name for path in config.failed_dir.iterdir())
+    failed = sorted(path.name for path in (config.data_dir / "failed").iterdir())
     assert len(failed) == 4 and all(len(name.encode()) <= 255 for name in failed)
     assert all(name.endswith((".jpg", ".jpg.error.txt")) for name in failed)
-    for note in config.failed_dir.glob("*.error.txt"):
+    for note in (config.data_dir / "failed").glob("*.error.txt"):
         assert "corrupt image" in note.read_text()
     assert os.listdir(config.inbox_dir) == []
     assert "Traceback" not in daemon.log()
@@ -224,8 +224,8 @@ def test_a_huge_sparse_file_is_failed_without_being_read_whole(run_daemon) -> No
     assert "(pipeline.max_file_bytes)" in row["error"]
     # Another file with the same start and size: not a duplicate to delete, since only the
     # start was compared. It is kept, in failed/.
-    os.link(config.failed_dir / "huge.jpg", config.inbox_dir / "again.jpg")
+    os.link((config.data_dir / "failed") / "huge.jpg", config.inbox_dir / "again.jpg")
     wait_for(lambda: not (config.inbox_dir / "again.jpg").exists(), what="the second huge file")
-    assert (config.failed_dir / "again.jpg").exists()
+    assert ((config.data_dir / "failed") / "again.jpg").exists()
     assert len(read_images(config)) == 1
     assert _stop_quickly(daemon) < 5

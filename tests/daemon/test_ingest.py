@@ -115,7 +115,7 @@ def test_reprocess_failed_images_after_the_limit_is_raised(make_config, start_da
     assert row["error"] is None and row["error_kind"] is None and row["width"] == 480
     assert row["stored_path"].startswith("originals/")
     assert (relaxed.data_dir / row["stored_path"]).is_file()
-    assert list(relaxed.failed_dir.iterdir()) == []  # the file and its stale reason
+    assert list((relaxed.data_dir / "failed").iterdir()) == []  # the file and its stale reason
     capsys.readouterr()
 
     # An id that names no image, and one that is done, not failed: said, and exit status 1.

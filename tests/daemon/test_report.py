@@ -9,7 +9,7 @@ import pytest
 from daemon.cli import main
 from daemon.report import stats_table
 from models.config import Config
-from models.queries import Stats
+from models.stats_reads import Stats
 from models.tables import STATUSES
 from tests.helpers import CORPUS_DIR, copy_in, finished, read_images, wait_for, write_config_file
 

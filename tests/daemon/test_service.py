@@ -14,7 +14,8 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import select
 
-import daemon.service as service_module
+import daemon.roles.pipeline_worker as pipeline_worker_module
+import models.store as store_module
 from daemon.database import records, work_queue
 from daemon.inbox.files import hash_file
 from daemon.service import Daemon
@@ -90,7 +91,7 @@ def test_done_record_has_every_field_and_the_original_is_stored(config: Config, 
         assert row[stage] is not None and row[stage] >= 0, stage
     assert row["processing_ms"] >= row["metadata_ms"] + row["thumbnails_ms"]
     stored = config.data_dir / row["stored_path"]
-    assert stored == config.originals_dir / row["sha256"][:2] / f"{row['sha256']}.jpg"
+    assert stored == (config.data_dir / "originals") / row["sha256"][:2] / f"{row['sha256']}.jpg"
     assert stored.read_bytes() == (CORPUS_DIR / "flower.jpg").read_bytes()
     assert row["processed_at"] >= row["received_at"]
 
@@ -219,7 +220,7 @@ def test_a_new_file_under_the_name_just_vacated_is_still_taken(config: Config, s
     staging = config.data_dir / "staging"
     staging.mkdir(parents=True)
     shutil.copyfile(CORPUS_DIR / "hopper.png", staging / "photo.jpg")
-    real_move = service_module.move_file
+    real_move = store_module.move_file
     swapped = []
 
     def move_then_new_arrival(source, destination):
@@ -228,7 +229,7 @@ def test_a_new_file_under_the_name_just_vacated_is_still_taken(config: Config, s
             swapped.append(True)
             (staging / "photo.jpg").rename(source)  # before the first job has let go of the name
 
-    monkeypatch.setattr(service_module, "move_file", move_then_new_arrival)
+    monkeypatch.setattr(store_module, "move_file", move_then_new_arrival)
     start_daemon(config)
     copy_in(CORPUS_DIR / "hopper.jpg", config.inbox_dir / "photo.jpg")
     rows = wait_for(_finished(config, 2), what="both files called photo.jpg")
@@ -237,7 +238,7 @@ def test_a_new_file_under_the_name_just_vacated_is_still_taken(config: Config, s
 
 
 def test_a_file_rewritten_while_processed_makes_one_record_of_its_new_bytes(config: Config, start_daemon, monkeypatch) -> None:
-    real_prepare = service_module.prepare
+    real_prepare = pipeline_worker_module.prepare
     rewritten = []
 
     def prepare_then_rewrite(source, **kwargs):
@@ -249,7 +250,7 @@ def test_a_file_rewritten_while_processed_makes_one_record_of_its_new_bytes(conf
                 handle.write((CORPUS_DIR / "hopper.png").read_bytes())
         return prepared
 
-    monkeypatch.setattr(service_module, "prepare", prepare_then_rewrite)
+    monkeypatch.setattr(pipeline_worker_module, "prepare", prepare_then_rewrite)
     daemon = start_daemon(config)
     copy_in(CORPUS_DIR / "hopper.jpg", config.inbox_dir / "photo.jpg")
     rows = wait_for(_finished(config, 1), what="the new version to be done")
@@ -258,8 +259,8 @@ def test_a_file_rewritten_while_processed_makes_one_record_of_its_new_bytes(conf
     assert [(row["status"], row["format"], row["filename"]) for row in rows] == [("done", "PNG", "photo.jpg")]
     # Nothing is kept under the first version's hash: those bytes are gone.
     first_sha = hashlib.sha256((CORPUS_DIR / "hopper.jpg").read_bytes()).hexdigest()
-    assert not list(config.originals_dir.rglob(f"{first_sha}*"))
-    assert not list(config.thumbnails_dir.rglob(f"{first_sha}*"))
+    assert not list((config.data_dir / "originals").rglob(f"{first_sha}*"))
+    assert not list((config.data_dir / "thumbnails").rglob(f"{first_sha}*"))
 
 
 def test_a_daemon_connected_as_a_superuser_warns_once_and_one_of_its_own_does_not(

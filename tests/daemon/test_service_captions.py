@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 from sqlalchemy import select
 
 from daemon import cli

@@ -10,6 +10,7 @@ from sqlalchemy import insert, select
 
 from models import actions, migrate
 from models.db import make_engine
+from models.store import FolderStore
 from models.tables import Image
 
 images = Image.__table__
@@ -39,8 +40,8 @@ def test_reprocess_leaves_images_whose_original_is_gone_as_they_are(backend_url:
             ids = dict(connection.execute(select(images.c.sha256, images.c.id)).all())
             first, gone_failed, gone_done = (ids[f"{number:064x}"] for number in (1, 2, 3))
 
-            swept = actions.mark_for_reprocessing(connection, [], failed_only=True, data_dir=data_dir)
-            named = actions.mark_for_reprocessing(connection, [gone_done], failed_only=False, data_dir=data_dir)
+            swept = actions.mark_for_reprocessing(connection, [], failed_only=True, store=FolderStore(data_dir))
+            named = actions.mark_for_reprocessing(connection, [gone_done], failed_only=False, store=FolderStore(data_dir))
 
             rows = {row.id: row for row in connection.execute(select(images.c.id, images.c.status, images.c.error))}
         assert swept == actions.Reprocessing(marked=[first], gone=[gone_failed])

@@ -9,6 +9,7 @@ import pytest
 
 from models import config as config_module
 from models.config import Config, ConfigError
+from models.store import open_store
 
 REPO_CONFIG = Path(__file__).parents[2] / "config.toml"
 
@@ -73,7 +74,7 @@ def test_relative_paths_resolve_against_the_config_files_folder(tmp_path: Path, 
     loaded = config_module.load(folder / "htx.toml")
     assert loaded.data_dir == folder / "state"
     assert loaded.inbox_dir == tmp_path / "drop"
-    assert loaded.thumbnails_dir == folder / "state" / "thumbnails"
+    assert open_store(loaded).local_path("thumbnails/ab/x.jpg") == folder / "state" / "thumbnails" / "ab" / "x.jpg"
     assert loaded.database_url == f"sqlite:///{folder / 'state' / 'htx.db'}"
 
 

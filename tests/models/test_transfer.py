@@ -12,7 +12,7 @@ from sqlalchemy import event, insert, select
 
 from daemon.database import records
 from daemon.cli import main
-from models import migrate, queries, transfer
+from models import image_reads, migrate, stats_reads, transfer
 from models.config import Config
 from models.db import make_engine
 from models.tables import Image
@@ -56,11 +56,11 @@ def _records(url: str) -> list[dict]:
         engine.dispose()
 
 
-def _stats(url: str) -> queries.Stats:
+def _stats(url: str) -> stats_reads.Stats:
     engine = make_engine(url, readonly=True)
     try:
         with engine.connect() as connection:
-            return queries.stats(connection, now=NOW)
+            return stats_reads.stats(connection, now=NOW)
     finally:
         engine.dispose()
 
@@ -89,7 +89,7 @@ def test_copy_to_postgresql_keeps_every_record_and_count(
         for url in (config.database_url, target):
             engine = make_engine(url, readonly=True)
             with engine.connect() as connection:
-                found.append([item["id"] for item in queries.list_images(connection, limit=500, search=words).items])
+                found.append([item["id"] for item in image_reads.list_images(connection, limit=500, search=words).items])
             engine.dispose()
         assert found[0] == found[1] and found[0], words
 

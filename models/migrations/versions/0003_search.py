@@ -36,7 +36,7 @@ in its body): a plan with the words known computes it once, as a constant. The s
 is a plain condition. The planner cannot judge from the column's statistics whether to read
 the GIN index (rare words) or walk the primary key newest first (words found everywhere): a
 prefix query is estimated at a flat 2% until the statistics hold 100 common words, and no
-estimate says where the matches lie. So models.queries does both in turn, each bounded: a
+estimate says where the matches lie. So models.search_reads does both in turn, each bounded: a
 walk of the newest rows, then the index for the older matches if the walk found too few.
 The `unaccent` extension is trusted: a database owner may create it.
 """

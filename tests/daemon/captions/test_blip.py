@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from daemon.captions.blip import DEFAULT_INPUT_SIZE, BlipCaptioner, model_source
-from daemon.captions.captioner import CaptionCancelled, CaptionerUnavailable
+from daemon.captions.errors import CaptionCancelled, CaptionerUnavailable
 from models.config import CaptionConfig
 from tests.daemon.blip_fixtures import IMAGE_SIZE, SPECIAL, WORDS, SetOnLook, sample_images
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from daemon.captions.blip import BlipCaptioner
-from daemon.captions.captioner import CaptionerUnavailable
+from daemon.captions.errors import CaptionerUnavailable
 from daemon.stages.pipeline import caption_image
 from models.config import CaptionConfig
 

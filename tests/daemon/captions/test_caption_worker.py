@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from daemon.captions.caption_worker import CaptionOutcome, CaptionWorker
-from daemon.captions.captioner import CaptionCancelled, CaptionerUnavailable
+from daemon.captions.errors import CaptionCancelled, CaptionerUnavailable
 from tests.helpers import wait_for
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from daemon.captions import openvino_blip
 from daemon.captions.blip import BlipCaptioner, resolve_runtime
-from daemon.captions.captioner import CaptionCancelled
+from daemon.captions.errors import CaptionCancelled
 from models.config import CaptionConfig
 from tests.daemon.blip_fixtures import IMAGE_SIZE, WORDS, SetOnLook, sample_images
 

@@ -15,6 +15,7 @@ from daemon.stages.decode import open_image
 from daemon.stages.memory_budget import DecodeBudget, DecodeStopped
 from daemon.stages.pipeline import PreparedImage, decode_cost, prepare
 from models.config import Config
+from models.store import open_store
 from tests.helpers import CORPUS_DIR, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -29,6 +30,7 @@ from PIL import Image
 from daemon.stages.decode import configure_pillow, open_image
 from daemon.stages.pipeline import decode_box, decode_cost, prepare
 from models import config as config_module
+from models.store import open_store
 
 def status_kb(field):
     with open("/proc/self/status") as status:
@@ -38,7 +40,7 @@ source, caption_size = Path(sys.argv[1]), int(sys.argv[2]) or None
 with tempfile.TemporaryDirectory() as scratch:
     config = config_module.parse({"paths": {"data_dir": scratch}}, base_dir=Path(scratch))
     configure_pillow(config.pipeline.max_pixels)
-    run = lambda path, name: prepare(path, sha256=name * 64, size_bytes=1, config=config, caption_size=caption_size)
+    run = lambda path, name: prepare(path, sha256=name * 64, size_bytes=1, config=config, store=open_store(config), caption_size=caption_size)
     tiny = Path(scratch) / "tiny.png"
     Image.new("RGBA", (64, 64)).save(tiny)
     run(tiny, "0")  # every lazy import done before the baseline
@@ -102,7 +104,7 @@ def _prepare_in_thread(config: Config, budget: DecodeBudget) -> tuple[threading.
     def run() -> None:
         try:
             outcome["prepared"] = prepare(
-                CORPUS_DIR / "hopper.png", sha256="a" * 64, size_bytes=1, config=config, caption_size=384, budget=budget
+                CORPUS_DIR / "hopper.png", sha256="a" * 64, size_bytes=1, config=config, store=open_store(config), caption_size=384, budget=budget
             )
         except BaseException as error:  # noqa: BLE001 - handed to the test
             outcome["error"] = error
@@ -118,7 +120,7 @@ def test_prepare_waits_for_decode_memory_and_gives_it_back(config: Config) -> No
         thread, outcome = _prepare_in_thread(config, budget)
         wait_for(lambda: budget.waiting == 1, what="prepare to wait for memory")
         assert thread.is_alive() and not outcome
-        assert not config.thumbnails_dir.exists() or not any(config.thumbnails_dir.rglob("*.*"))
+        assert not (config.data_dir / "thumbnails").exists() or not any((config.data_dir / "thumbnails").rglob("*.*"))
     thread.join(timeout=30)
     assert not thread.is_alive()
     prepared = outcome["prepared"]
@@ -139,5 +141,5 @@ def test_a_stop_while_waiting_for_memory_leaves_the_image_untouched(config: Conf
         thread.join(timeout=30)
         assert not thread.is_alive()
     assert isinstance(outcome.get("error"), DecodeStopped)
-    assert not config.thumbnails_dir.exists() or not any(config.thumbnails_dir.rglob("*.*"))
+    assert not (config.data_dir / "thumbnails").exists() or not any((config.data_dir / "thumbnails").rglob("*.*"))
     assert budget.held_bytes == 0

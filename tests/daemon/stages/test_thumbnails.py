@@ -9,6 +9,7 @@ from daemon.stages.decode import decode
 from daemon.stages.metadata import extract_metadata
 from daemon.stages.thumbnails import Thumbnail, make_thumbnails
 from models.config import Config
+from models.store import open_store
 from tests.helpers import CORPUS_DIR
 
 
@@ -21,7 +22,7 @@ def _thumbnails(path: Path, config: Config) -> dict[str, Thumbnail]:
             icc=decoded.info.get("icc_profile"),
             sha256=path.name.ljust(64, "0"),
             config=config.thumbnails,
-            data_dir=config.data_dir,
+            store=open_store(config),
         )
     return {thumbnail.size_name: thumbnail for thumbnail in made}
 

@@ -1,4 +1,4 @@
-"""models.queries: what a worker's heartbeat says of it."""
+"""models.status_reads: what a worker's heartbeat says of it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from models.queries import HEARTBEAT_STALE_S, DaemonStatus
+from models.status_reads import HEARTBEAT_STALE_S, DaemonStatus
 
 NOW = datetime(2026, 1, 1, 12, 0, 0)
 

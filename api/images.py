@@ -1,0 +1,238 @@
+"""`/api/images` and `/api/images/{image_id}`: the list, with its filters and keyset pages;
+uploads; one image's record. Each docstring's YAML, after `---`, is its OpenAPI entry."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import time
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api import serialize, uploads
+from api.context import base_url, context, reader
+from api.errors import BadRequest, NotFound
+from api.params import image_id_of, whole_number
+from api.serialize import JSON, JsonResponse
+from models import image_reads
+from models.tables import STATUSES
+
+log = logging.getLogger("htx.api")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+MAX_SEARCH_CHARS = 200
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    limit = whole_number(raw, MAX_LIMIT)
+    if not limit:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+    return limit
+
+
+def encode_cursor(before_id: int) -> str:
+    """Opaque to clients, so the keyset behind it can change without breaking them."""
+    return base64.urlsafe_b64encode(f"before:{before_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    prefix, _, number = text.partition(":")
+    before_id = whole_number(number) if prefix == "before" else None
+    if before_id is None:
+        raise BadRequest("cursor is not valid: pass back the next_cursor of a previous page.")
+    return before_id
+
+
+def _status(request: Request) -> str | None:
+    status = request.query_params.get("status")
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}.")
+    return status
+
+
+def _search(request: Request) -> str | None:
+    """The search words; None for no search (no `q`, or only spaces)."""
+    text = request.query_params.get("q")
+    if text is None or not text.strip():
+        return None
+    if len(text) > MAX_SEARCH_CHARS:
+        raise BadRequest(f"q must be at most {MAX_SEARCH_CHARS} characters.")
+    return text
+
+
+def _sha256(request: Request) -> str | None:
+    sha256 = request.query_params.get("sha256")
+    if sha256 is None:
+        return None
+    sha256 = sha256.strip().lower()
+    if not _SHA256.fullmatch(sha256):
+        raise BadRequest("sha256 must be 64 hexadecimal characters.")
+    return sha256
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+async def list_images(request: Request) -> Response:
+    """Newest first, keyset paginated; filtered by status, digest, or words.
+    ---
+    summary: List images, newest first
+    tags: [images]
+    parameters:
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 50}}
+      - {name: cursor, in: query, description: next_cursor of the previous page, schema: {type: string}}
+      - {name: status, in: query, schema: {type: string, enum: [pending, processing, done, failed]}}
+      - {name: sha256, in: query, description: the image with these bytes, schema: {type: string}}
+      - name: q
+        in: query
+        description: >-
+          words to find in file names and captions: each word, as the start of a word, must
+          appear (case and accents ignored); at most 200 characters
+        schema: {type: string, maxLength: 200}
+    responses:
+      200:
+        description: >-
+          {"items": [{"id", "image_id", "filename", "status", "received_at", "error", "caption",
+          "caption_error", "thumbnails": {"small", "medium"}, "links"}], "next_cursor", "limit"}
+      400:
+        description: a parameter is not valid
+      503:
+        description: no database yet (the daemon has not run)
+    """
+    limit = _limit(request)
+    cursor = request.query_params.get("cursor")
+    page = await reader(request).run(
+        image_reads.list_images,
+        limit=limit,
+        before_id=decode_cursor(cursor) if cursor else None,
+        status=_status(request),
+        sha256=_sha256(request),
+        search=_search(request),
+    )
+    base = base_url(request)
+    captions = context(request).config.caption.enabled
+    return JsonResponse(
+        {
+            "items": [serialize.summary(row, base, captions=captions) for row in page.items],
+            "next_cursor": encode_cursor(page.next_before_id) if page.next_before_id is not None else None,
+            "limit": limit,
+        }
+    )
+
+
+async def create_image(request: Request) -> Response:
+    """Upload an image (multipart field `file`); the daemon processes it like any inbox file.
+    ---
+    summary: Upload a JPEG or PNG
+    tags: [images]
+    security: [{bearer: []}]
+    requestBody:
+      required: true
+      content:
+        multipart/form-data:
+          schema:
+            type: object
+            required: [file]
+            properties: {file: {type: string, format: binary}}
+    responses:
+      202:
+        description: >-
+          Accepted. Registered by the daemon: {"id", "image_id", "status", "filename", "sha256", "links"}; not
+          registered within api.register_timeout_s: {"id": null, "image_id": null, "status": "queued", "sha256"},
+          found later with GET /api/images?sha256=
+      200:
+        description: 'these bytes are already known: the existing record, with "duplicate": true'
+      400:
+        description: '{"error": "Only JPEG and PNG files are allowed."}, or no file field'
+      401:
+        description: api.upload_token is set and the request does not carry it
+      413:
+        description: the file is over api.max_upload_bytes
+      415:
+        description: the body is not multipart/form-data
+    """
+    ctx = context(request)
+    config = ctx.config
+    uploads.check_token(request, config)
+    started = time.perf_counter()
+    staged = await uploads.receive(request, config)
+    received = time.perf_counter()
+    db = reader(request)
+    base = base_url(request)
+    try:
+        known = await uploads.find_known(db, staged.sha256)
+        if known is not None:
+            captions = config.caption.enabled
+            return Response(serialize.record_json(known, base, captions=captions, duplicate=True), media_type=JSON)
+        name = await run_in_threadpool(uploads.deliver, staged, config)
+    finally:
+        staged.discard()  # after delivery there is nothing left to discard
+    delivered = time.perf_counter()
+    row = await uploads.wait_registered(db, staged.sha256, config.api.register_timeout_s)
+    log.info(
+        "upload %s (%d bytes) -> inbox/%s: received in %.0f ms, synced in %.0f ms, %s after %.0f ms",
+        staged.sha256[:12],
+        staged.size_bytes,
+        name,
+        (received - started) * 1000,
+        (delivered - received) * 1000,
+        "registered" if row is not None else "not registered",
+        (time.perf_counter() - delivered) * 1000,
+    )
+    if row is None:
+        search = f"{base}/api/images?sha256={staged.sha256}"
+        return JsonResponse(
+            {"id": None, "image_id": None, "status": "queued", "filename": name, "sha256": staged.sha256, "links": {"search": search}},
+            status_code=202,
+        )
+    url = serialize.image_url(base, row["id"])
+    body = {
+        "id": row["id"],
+        "image_id": row["id"],
+        "status": row["status"],
+        "filename": row["filename"],
+        "sha256": row["sha256"],
+        "duplicate": False,
+        "links": {"self": url},
+    }
+    return JsonResponse(body, status_code=202, headers={"Location": url})
+
+
+async def get_image(request: Request) -> Response:
+    """The whole record of one image.
+    ---
+    summary: One image's record
+    tags: [images]
+    parameters:
+      - {name: image_id, in: path, required: true, schema: {type: integer}}
+    responses:
+      200:
+        description: >-
+          {"id", "image_id" (the same), "filename", "status", "error", "error_kind", "sha256", "received_at",
+          "processed_at", "processing_ms", "timings_ms", "metadata", "caption", "caption_model",
+          "caption_device", "caption_runtime", "caption_status", "caption_error", "thumbnails": {"small", "medium"},
+          "links"}
+      404:
+        description: no image with this id
+    """
+    row = await reader(request).run(image_reads.image_by_id, image_id_of(request))
+    if row is None:
+        raise NotFound("No image with this id.")
+    captions = context(request).config.caption.enabled
+    return Response(serialize.record_json(row, base_url(request), captions=captions), media_type=JSON)

@@ -1,0 +1,116 @@
+"""The store: keys laid out as the data folder always was, and the operations every store has."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from models.store import (
+    FolderStore,
+    StoreProblem,
+    free_failed_key,
+    note_key,
+    original_key,
+    remove_image_files,
+    remove_thumbnails,
+    thumbnail_key,
+    write_note,
+)
+
+SHA = "ab" + "c" * 62
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FolderStore:
+    store = FolderStore(tmp_path)
+    store.prepare()
+    return store
+
+
+def _put_bytes(store: FolderStore, key: str, data: bytes) -> None:
+    store.write(key, lambda handle: handle.write(data))
+
+
+def test_keys_are_the_data_folders_layout(store: FolderStore, tmp_path: Path) -> None:
+    assert original_key(SHA, "jpg") == f"originals/ab/{SHA}.jpg"
+    assert thumbnail_key(SHA, "small", "webp") == f"thumbnails/ab/{SHA}-small.webp"
+    assert note_key("failed/a.jpg") == "failed/a.jpg.error.txt"
+    _put_bytes(store, original_key(SHA, "jpg"), b"jpeg")
+    assert (tmp_path / "originals" / "ab" / f"{SHA}.jpg").read_bytes() == b"jpeg"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["failed", "originals", "thumbnails"]
+
+
+def test_a_put_moves_the_file_in_and_a_repeated_put_keeps_the_bytes_stored(store: FolderStore, tmp_path: Path) -> None:
+    source = tmp_path / "inbox-photo.jpg"
+    source.write_bytes(b"first")
+    key = original_key(SHA, "jpg")
+    store.put_file(key, source)
+    assert not source.exists()
+    again = tmp_path / "again.jpg"
+    again.write_bytes(b"first")  # a crash after the move, and the same bytes offered again
+    store.put_file(key, again)
+    assert not again.exists()
+    with store.open(key) as stored:
+        assert (stored.reader.read(), stored.size) == (b"first", 5)
+
+
+def test_a_version_changes_with_the_bytes(store: FolderStore) -> None:
+    key = thumbnail_key(SHA, "small", "jpg")
+    _put_bytes(store, key, b"one")
+    with store.open(key) as first:
+        version = first.version
+    _put_bytes(store, key, b"other")
+    with store.open(key) as second:
+        assert second.version != version
+
+
+def test_list_remove_and_a_key_not_there(store: FolderStore) -> None:
+    for size in ("small", "medium"):
+        _put_bytes(store, thumbnail_key(SHA, size, "jpg"), b"t")
+    _put_bytes(store, thumbnail_key("ab" + "d" * 62, "small", "jpg"), b"other image")
+    assert sorted(store.list(f"thumbnails/ab/{SHA}-")) == [f"thumbnails/ab/{SHA}-medium.jpg", f"thumbnails/ab/{SHA}-small.jpg"]
+    remove_thumbnails(store, SHA)
+    assert list(store.list(f"thumbnails/ab/{SHA}-")) == []
+    assert len(list(store.list("thumbnails/ab/"))) == 1
+    store.remove(thumbnail_key(SHA, "small", "jpg"))  # gone already: no error
+    with pytest.raises(FileNotFoundError):
+        store.open(thumbnail_key(SHA, "small", "jpg"))
+
+
+@pytest.mark.parametrize("key", ["../htx.db", "inbox/a.jpg", "originals/../../etc/passwd", ""])
+def test_only_keys_of_the_store_are_files_of_it(store: FolderStore, key: str) -> None:
+    with pytest.raises(ValueError):
+        store.open(key)
+
+
+def test_a_deleted_images_files_go_with_its_note(store: FolderStore) -> None:
+    original = "failed/broken.jpg"
+    _put_bytes(store, original, b"broken")
+    write_note(store, original, "image 1 (broken.jpg): cannot be decoded\n")
+    _put_bytes(store, thumbnail_key(SHA, "small", "jpg"), b"t")
+    remove_image_files(store, original, (thumbnail_key(SHA, "small", "jpg"),))
+    assert [store.exists(key) for key in (original, note_key(original), thumbnail_key(SHA, "small", "jpg"))] == [False] * 3
+
+
+def test_free_names_and_their_notes_fit_the_filesystem(store: FolderStore) -> None:
+    name = "n" * 251 + ".jpg"
+    first = free_failed_key(store, name, "a" * 64)
+    _put_bytes(store, first, b"")
+    write_note(store, first, "why")  # would be ENAMETOOLONG unshortened
+    second = free_failed_key(store, name, "b" * 64)
+    assert second != first and second.endswith(".jpg") and "-bbbbbbbbbbbb" in second
+    _put_bytes(store, second, b"")
+    write_note(store, second, "why")
+
+
+def test_a_store_it_cannot_write_is_a_problem_named_by_its_part(store: FolderStore, tmp_path: Path) -> None:
+    (tmp_path / "thumbnails").rmdir()
+    (tmp_path / "thumbnails").write_bytes(b"")
+    with pytest.raises(StoreProblem) as problem:
+        store.check()
+    assert problem.value.part == "thumbnails" and isinstance(problem.value.cause, FileExistsError)
+    assert str(tmp_path) not in str(problem.value)
+    os.unlink(tmp_path / "thumbnails")
+    store.check()
