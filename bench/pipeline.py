@@ -109,7 +109,14 @@ def time_daemon(paths: list[Path], rounds: int, workdir: Path) -> list[float]:
     for round_number in range(rounds):
         data = workdir / f"daemon-{round_number}"
         config = config_module.parse(
-            {"paths": {"data_dir": str(data)}, "caption": {"model": "none"}, "watch": {"rescan_s": 0}},
+            # No worker threads: they would race process_now for the claim, and a sample whose
+            # image a worker took would time only its registration.
+            {
+                "paths": {"data_dir": str(data)},
+                "caption": {"model": "none"},
+                "watch": {"rescan_s": 0},
+                "pipeline": {"roles": ["watch"]},
+            },
             base_dir=workdir,
         )
         daemon = Daemon(config, observe=False)
