@@ -22,8 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon.service import Daemon  # noqa: E402
-from models import config as config_module  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
+
+from pipeline import started_daemon_of_the_calling_thread  # noqa: E402
 
 PHOTO = ROOT / "tests" / "corpus" / "flower.jpg"
 # What is not the claim's path: the database writer's thread machinery, SQL building, logging.
@@ -41,18 +42,9 @@ def _module_of(filename: str) -> str | None:
 
 
 def trace_one_claim(workdir: Path) -> list[str]:
-    config = config_module.parse(
-        {
-            "paths": {"data_dir": str(workdir / "data")},
-            "caption": {"model": "none"},
-            "watch": {"rescan_s": 0},
-            # No worker threads: the claim is this thread's, where the hook sees it.
-            "pipeline": {"roles": ["watch"]},
-        },
-        base_dir=workdir,
-    )
-    daemon = Daemon(config, observe=False)
-    daemon.start()
+    # The calling thread's: the hook sees only this thread's calls.
+    daemon = started_daemon_of_the_calling_thread(workdir / "data", workdir)
+    config = daemon.config
     path: list[str] = []
 
     def note(frame, event, _arg):  # noqa: ANN001 - sys.setprofile's signature

@@ -104,23 +104,30 @@ def time_naive(paths: list[Path], rounds: int) -> list[float]:
     return samples
 
 
+def started_daemon_of_the_calling_thread(data: Path, workdir: Path) -> Daemon:
+    """A daemon without captions and without worker threads, started: `process_now` does all of
+    an image's work on the calling thread. (Workers would race it for the claim, and a sample
+    whose image a worker took would time only its registration.)"""
+    config = config_module.parse(
+        {
+            "paths": {"data_dir": str(data)},
+            "caption": {"model": "none"},
+            "watch": {"rescan_s": 0},
+            "pipeline": {"roles": ["watch"]},
+        },
+        base_dir=workdir,
+    )
+    daemon = Daemon(config, observe=False)
+    daemon.start()
+    return daemon
+
+
 def time_daemon(paths: list[Path], rounds: int, workdir: Path) -> list[float]:
     samples = []
     for round_number in range(rounds):
         data = workdir / f"daemon-{round_number}"
-        config = config_module.parse(
-            # No worker threads: they would race process_now for the claim, and a sample whose
-            # image a worker took would time only its registration.
-            {
-                "paths": {"data_dir": str(data)},
-                "caption": {"model": "none"},
-                "watch": {"rescan_s": 0},
-                "pipeline": {"roles": ["watch"]},
-            },
-            base_dir=workdir,
-        )
-        daemon = Daemon(config, observe=False)
-        daemon.start()
+        daemon = started_daemon_of_the_calling_thread(data, workdir)
+        config = daemon.config
         try:
             for path in paths:
                 target = config.inbox_dir / path.name
