@@ -20,10 +20,14 @@ export const state = {
 
 // What a module calls in a module above it, which imports it: gallery.js fills these in at
 // start-up (before any event can fire), so imports only ever go one way.
+// Until then each throws, naming itself: a hook left unfilled is a bug, never a silent no-op.
+const unfilled = (name) => () => {
+  throw new Error(`gallery: hooks.${name} was not filled in`);
+};
 export const hooks = {
-  openDetail: (_id) => {},
-  reloadDetail: async (_id) => {},
-  closeDetail: () => {},
-  poll: () => {},
-  updateUploads: () => {},
+  openDetail: unfilled("openDetail"),
+  reloadDetail: unfilled("reloadDetail"),
+  closeDetail: unfilled("closeDetail"),
+  poll: unfilled("poll"),
+  updateUploads: unfilled("updateUploads"),
 };
