@@ -21,12 +21,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
 
-from daemon.inbox.files import HASH_CHUNK_BYTES
 from daemon.database.records import utcnow
 from daemon.inbox.watcher import IgnoreRules
 from models import status_reads
 from models.config import Config
 from models.db import make_engine, missing_database
+from models.files import CHUNK_BYTES
 from models.tables import Image
 
 POLL_S = 0.25
@@ -76,7 +76,7 @@ def copy_into_inbox(source: Path, relative: Path, inbox: Path, progress: tqdm) -
     size = 0
     try:
         with open(source, "rb") as reader, open(temporary, "wb") as writer:
-            while chunk := reader.read(HASH_CHUNK_BYTES):
+            while chunk := reader.read(CHUNK_BYTES):
                 writer.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)

@@ -16,7 +16,8 @@ from typing import BinaryIO
 
 from models.names import MAX_NAME_BYTES
 
-COPY_CHUNK_BYTES = 1024 * 1024
+# What a read of a whole file takes at a time: hashing, copying.
+CHUNK_BYTES = 1024 * 1024
 
 # O_NOFOLLOW: a symlink is refused, never followed out of the inbox. O_NONBLOCK: opening a FIFO
 # does not wait for a writer (regular files ignore it), so the fstat below can refuse it.
@@ -29,6 +30,15 @@ class NotRegularFile(Exception):
     def __init__(self, what: str) -> None:
         super().__init__(f"not a regular file ({what})")
         self.what = what
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why HTX cannot write in `folder`, in a few words; None when it can."""
+    if not folder.is_dir():
+        return "a folder of the data folder is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "no permission to write in the data folder"
+    return None
 
 
 def file_kind(mode: int) -> str:
@@ -119,7 +129,7 @@ def move_file(source: Path, destination: Path) -> None:
 def _copy_then_remove(source: Path, destination: Path) -> None:
     temporary = _temporary_for(destination)
     with open_regular(source) as reader, open(temporary, "wb") as writer:
-        shutil.copyfileobj(reader, writer, COPY_CHUNK_BYTES)
+        shutil.copyfileobj(reader, writer, CHUNK_BYTES)
         writer.flush()
         os.fsync(writer.fileno())
     os.replace(temporary, destination)

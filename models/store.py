@@ -25,7 +25,7 @@ from typing import BinaryIO, Protocol
 
 from models import trash
 from models.config import Config
-from models.files import move_file, remove_stale_temporaries, write_atomically
+from models.files import folder_problem, move_file, remove_stale_temporaries, write_atomically
 from models.names import MAX_NAME_BYTES, fit_name
 
 ORIGINALS = "originals"
@@ -158,10 +158,9 @@ class FolderStore:
 
     def check(self) -> None:
         for folder in self._make_folders():
-            if not folder.is_dir():
-                raise StoreProblem("a folder of the data folder is not a folder", folder.name)
-            if not os.access(folder, os.W_OK | os.X_OK):
-                raise StoreProblem("no permission to write in the data folder", folder.name)
+            problem = folder_problem(folder)
+            if problem is not None:
+                raise StoreProblem(problem, folder.name)
 
     def put_file(self, key: str, source: Path) -> None:
         destination = self._path(key)
@@ -193,14 +192,6 @@ class FolderStore:
 
     def local_path(self, key: str) -> Path:
         return self._path(key)
-
-    def key_of(self, path: Path) -> str | None:
-        """The key of a file of the store given by its path; None if it is not one."""
-        try:
-            key = path.relative_to(self.root).as_posix()
-        except ValueError:
-            return None
-        return key if folder_of(key) in FOLDERS else None
 
 
 def open_store(config: Config) -> FolderStore:

@@ -16,9 +16,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.files import CHUNK_BYTES
+
 # No room, as the filesystem or a quota says it.
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-_COPY_CHUNK_BYTES = 1024 * 1024
 
 
 class TrashUnavailable(Exception):
@@ -93,7 +94,7 @@ def _put(source: Path, temporary: Path) -> None:
         raise OSError(errno.ENOSPC, "no room for the original", str(temporary.parent))
     try:
         with open(source, "rb") as reader, open(temporary, "xb") as writer:
-            shutil.copyfileobj(reader, writer, _COPY_CHUNK_BYTES)
+            shutil.copyfileobj(reader, writer, CHUNK_BYTES)
             writer.flush()
             os.fsync(writer.fileno())
     except BaseException:

@@ -8,9 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.files import open_regular
-
-HASH_CHUNK_BYTES = 1024 * 1024
+from models.files import CHUNK_BYTES, open_regular
 
 Identity = tuple[int, int, int]  # inode, size, mtime: changes if the file is rewritten
 
@@ -37,7 +35,7 @@ def hash_file(path: Path, max_bytes: int) -> FileDigest:
     digest = hashlib.sha256()
     size = 0
     with open_regular(path) as handle:
-        while size <= max_bytes and (chunk := handle.read(min(HASH_CHUNK_BYTES, max_bytes + 1 - size))):
+        while size <= max_bytes and (chunk := handle.read(min(CHUNK_BYTES, max_bytes + 1 - size))):
             digest.update(chunk)
             size += len(chunk)
         status = os.fstat(handle.fileno())

@@ -4,7 +4,6 @@ fault of the environment is reported and waited out."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from daemon.outage import Outage
 from daemon.roles.in_flight import InFlight
 from models.config import Config
 from models.diskspace import data_disk_problem
+from models.files import folder_problem
 from models.store import FolderStore, StoreProblem
 
 
@@ -85,10 +85,9 @@ class Shared:
         """Raise the EnvironmentFault that stands, if any (but the database's)."""
         self._make_local_folders()
         for folder in self.local_folders():
-            if not folder.is_dir():
-                raise EnvironmentFault("a folder of the data folder is not a folder", f"{folder.name}/")
-            if not os.access(folder, os.W_OK | os.X_OK):
-                raise EnvironmentFault("no permission to write in the data folder", f"{folder.name}/")
+            problem = folder_problem(folder)
+            if problem is not None:
+                raise EnvironmentFault(problem, f"{folder.name}/")
         with store_faults():
             self.store.check()
         problem = data_disk_problem(self.config.data_dir)
