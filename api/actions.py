@@ -12,13 +12,14 @@ import os
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from api import serialize
 from api.context import base_url, context, reader, writer
 from api.errors import Conflict, InsufficientStorage, NotFound, ServiceUnavailable
 from api.params import etags, image_id_of
 from api.serialize import JsonResponse
+from api.stored_files import chunks_of, content_disposition, open_stored, presigned, unavailable
 from api.uploads import check_token
 from models import actions, image_reads
 from models.trash import TrashUnavailable
@@ -60,16 +61,28 @@ async def get_original(request: Request) -> Response:
     etag = f'"{row["sha256"]}"'  # the bytes' own digest: the same forever
     if etag in etags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers={"ETag": etag})
-    path = context(request).store.local_path(row["stored_path"])
-    if not await run_in_threadpool(os.path.isfile, path):
-        log.warning("image %d: its original is missing from the data folder", image_id)
+    ctx = context(request)
+    key = row["stored_path"]
+    media_type = _FORMAT_TYPES.get(row["format"] or "", "application/octet-stream")
+    filename = os.path.basename(row["filename"]) or f"image-{image_id}"
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
+    try:
+        redirect = presigned(ctx.store, key, ctx.config.storage.s3.presign_s)
+        if redirect is not None:
+            return redirect
+        path = ctx.store.local_path(key)
+        if path is None:
+            stored = await open_stored(ctx.store, key)
+            headers |= {"Content-Length": str(stored.size), "Content-Disposition": content_disposition(filename)}
+            return StreamingResponse(chunks_of(stored), media_type=media_type, headers=headers)
+    except FileNotFoundError:
+        path = None
+    except OSError as error:
+        raise unavailable(ctx.store_health, error) from None
+    if path is None or not await run_in_threadpool(os.path.isfile, path):
+        log.warning("image %d: its original is missing from the store", image_id)
         raise NotFound("The original file is missing.")
-    return FileResponse(
-        path,
-        media_type=_FORMAT_TYPES.get(row["format"] or "", "application/octet-stream"),
-        filename=os.path.basename(row["filename"]) or f"image-{image_id}",
-        headers={"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"},
-    )
+    return FileResponse(path, media_type=media_type, filename=filename, headers=headers)
 
 
 async def delete_image(request: Request) -> Response:

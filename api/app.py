@@ -23,7 +23,8 @@ from api.uploads import remove_stale_parts
 from models.config import Config
 from models.db import make_engine
 from models.migrate import head_revision
-from models.store import open_store
+from api.stored_files import StoreHealth
+from models.stores import open_store
 
 log = logging.getLogger("htx.api")
 
@@ -44,7 +45,8 @@ def create_app(config: Config) -> Starlette:
     """
     head = head_revision()
     assert head is not None, "no migrations shipped"
-    context = ApiContext(config=config, store=open_store(config), schema_head=head, openapi=openapi_schema(ROUTES, _version()))
+    store = open_store(config)
+    context = ApiContext(config=config, store=store, store_health=StoreHealth(store), schema_head=head, openapi=openapi_schema(ROUTES, _version()))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

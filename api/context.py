@@ -18,11 +18,12 @@ from starlette.requests import Request
 
 from api.errors import DATABASE_UNAVAILABLE, ServiceUnavailable
 from api.guesses import FailedGuesses
+from api.stored_files import StoreHealth
 from api.faults import Faults
 from models import status_reads
 from models.config import Config
 from models.db import READER_POOL_SIZE, make_engine, missing_database
-from models.store import FolderStore
+from models.store import Store
 
 # Worker threads running PostgreSQL queries at once (models.db keeps as many connections).
 READER_THREADS = READER_POOL_SIZE
@@ -234,7 +235,8 @@ class ApiContext:
     """Set on `app.state.api` by create_app; the lifespan fills in the reader and the writer."""
 
     config: Config
-    store: FolderStore
+    store: Store
+    store_health: StoreHealth
     schema_head: str
     openapi: dict[str, Any]
     reader: Reader | None = None

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from api.faults import problem_of
 from api.serialize import JsonResponse
+from models.store_fault import StoreFault
 
 log = logging.getLogger("htx.api")
 
@@ -33,6 +34,7 @@ UNSUPPORTED_MESSAGE = "Only JPEG and PNG files are allowed."
 DATABASE_UNAVAILABLE = "The database is not available: it is not created yet (the daemon creates it) or not reachable."
 DATABASE_DAMAGED = "The database file is damaged or is not an HTX database: the server's log says more."
 DISK_FULL = "The server's disk is full: try again later."
+STORE_UNREACHABLE = "The image store cannot be reached: try again later."
 
 
 class ApiError(Exception):
@@ -131,8 +133,18 @@ async def _internal_error(_request: Request, exc: Exception) -> Response:
     return error_response(500, "Internal Server Error")
 
 
+async def _store_fault(request: Request, exc: Exception) -> Response:
+    # An object store that failed under an action (a delete, a reprocess): the server's fault.
+    assert isinstance(exc, StoreFault)
+    health = getattr(getattr(request.app.state, "api", None), "store_health", None)
+    if health is not None:
+        health.failed(exc)
+    return error_response(503, STORE_UNREACHABLE, {"Retry-After": "5"})
+
+
 EXCEPTION_HANDLERS = {
     ApiError: _api_error,
+    StoreFault: _store_fault,
     HTTPException: _http_error,
     **{error: _database_error for error in DATABASE_ERRORS},
     Exception: _internal_error,

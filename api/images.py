@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from api import serialize, uploads
 from api.context import base_url, context, reader
-from api.errors import BadRequest, NotFound
+from api.errors import BadRequest, NotFound, ServiceUnavailable
 from api.params import image_id_of, whole_number
 from api.serialize import JSON, JsonResponse
 from models import image_reads
@@ -166,11 +166,17 @@ async def create_image(request: Request) -> Response:
         description: the file is over api.max_upload_bytes
       415:
         description: the body is not multipart/form-data
+      503:
+        description: the image store (an S3 bucket, storage.backend "s3") does not answer now
     """
     ctx = context(request)
     config = ctx.config
     uploads.check_token(request, config)
     started = time.perf_counter()
+    problem = await ctx.store_health.problem()
+    if problem is not None:
+        # The file could wait in the inbox, but no image can be stored or read until it answers.
+        raise ServiceUnavailable(f"The image store cannot be used now ({problem}): try again later.", headers={"Retry-After": "5"})
     staged = await uploads.receive(request, config)
     received = time.perf_counter()
     db = reader(request)

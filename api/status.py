@@ -110,6 +110,7 @@ async def healthz(request: Request) -> Response:
         description: >-
           the database is unreachable, not created yet, or its schema is not current; or
           {"status": "degraded", "problem": "data disk full"}: images wait until the cause goes;
+          an object store (storage.backend "s3") that does not answer is named too;
           a read that timed out on a lock or ran too long in the last 15 s is named as the problem;
           "intake stopped: ..." when the daemon that watches the inbox stopped renewing its watch
           lease (frozen, dead) over 5 s ago and no other took it over
@@ -134,7 +135,7 @@ async def healthz(request: Request) -> Response:
         "daemon_pid": None if daemon is None else daemon.pid,
         # A read that timed out on a lock (another client's LOCK TABLE) is the problem too,
         # though this read, touching no table of images, did not meet it.
-        "problem": ctx.faults.recent() or _problem(ctx, daemon) or _intake_problem(watch_lapsed_s),
+        "problem": ctx.faults.recent() or _problem(ctx, daemon) or await ctx.store_health.problem() or _intake_problem(watch_lapsed_s),
     }
     if body["schema"] != "current":
         body["status"] = "unavailable"

@@ -14,6 +14,7 @@ from api.context import base_url, context, reader
 from api.errors import BadRequest, Conflict, NotFound
 from api.params import etags, image_id_of
 from api.serialize import JsonResponse
+from api.stored_files import open_stored, presigned, read_whole, unavailable
 from models import image_reads
 
 log = logging.getLogger("htx.api")
@@ -92,16 +93,21 @@ async def get_thumbnail(request: Request) -> Response:
             "content_type": content_type,
         }
         return JsonResponse(body, headers=headers)
-    # Thumbnails are a few KiB and usually in the page cache: reading one here costs less
-    # than a hop to a worker thread.
+    ctx = context(request)
+    store = ctx.store
     try:
-        with context(request).store.open(relative) as stored:
+        redirect = presigned(store, relative, ctx.config.storage.s3.presign_s)
+        if redirect is not None:
+            return redirect
+        with await open_stored(store, relative) as stored:
             etag = f'"{row["sha256"][:16]}-{size}-{stored.version}"'
             headers |= {"ETag": etag, "Cache-Control": THUMBNAIL_CACHE_CONTROL}
             if etag in etags(request.headers.get("if-none-match", "")) or request.headers.get("if-none-match") == "*":
                 return Response(status_code=304, headers=headers)
-            content = stored.reader.read()
+            content = await read_whole(store, stored)
     except FileNotFoundError:
-        log.warning("image %d: thumbnail %s is missing from the data folder", image_id, size)
+        log.warning("image %d: thumbnail %s is missing from the store", image_id, size)
         raise NotFound("The thumbnail file is missing.") from None
+    except OSError as error:
+        raise unavailable(ctx.store_health, error) from None
     return Response(content, media_type=content_type, headers=headers)

@@ -77,7 +77,7 @@ def child(path: Path, caption_size: int, workers: int, budget_mb: int) -> None:
     from daemon.stages.decode import configure_pillow
     from daemon.stages.pipeline import prepare
     from models import config as config_module
-    from models.store import open_store
+    from models.stores import open_store
 
     budget = None
     if budget_mb:

@@ -47,7 +47,7 @@ from daemon.database.writer import DatabaseWriter  # noqa: E402
 from models import config as config_module  # noqa: E402
 from models import migrate  # noqa: E402
 from models.db import BACKENDS, make_engine  # noqa: E402
-from models.store import open_store  # noqa: E402
+from models.stores import open_store  # noqa: E402
 from tests.postgres import ThrowawayCluster, started_or_none  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "pipeline"

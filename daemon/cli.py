@@ -88,7 +88,7 @@ def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
     from models import actions
-    from models.store import open_store
+    from models.stores import open_store
 
     if not args.ids and not args.failed:
         print("htx reprocess: name image ids, or --failed for every failed image", file=sys.stderr)
@@ -160,18 +160,13 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
 
     print(f"# configuration from {config.source or 'built-in defaults'}: OK")
     for section, values in config_module.as_dict(config).items():
-        print(f"\n[{section}]")
-        for key, value in values.items():
-            if (section, key) == ("database", "url") and value:
-                value = display_url(value)  # never a password on a terminal or in a log
-            elif section == "api" and key.endswith("_token") and value:
-                value = "***"
-            print(f"{key} = {_toml_value(value)}")
+        _print_table(section, values)
     print("\n# resolved paths")
     for label, path in (
         ("data_dir", config.data_dir),
         ("inbox", config.inbox_dir),
         ("database", display_url(config.database_url)),
+        ("store", _store_shown(config)),
     ):
         print(f"# {label}: {path}")
     return EXIT_OK
@@ -224,6 +219,36 @@ def cmd_db_copy(config: Config, args: argparse.Namespace) -> int:
     same = before == after
     print("the counts agree" if same else "htx db copy: THE COUNTS DIFFER: keep using the source", file=sys.stdout if same else sys.stderr)
     return EXIT_OK if same else EXIT_FAILURE
+
+
+def _store_shown(config: Config) -> str:
+    if config.storage.backend == "folder":
+        return f"the data folder ({config.data_dir})"
+    s3 = config.storage.s3
+    where = s3.endpoint or "AWS S3"
+    credentials = "credentials set" if s3.access_key_id else "credentials from the environment or the instance"
+    return f"bucket {s3.bucket}{'/' + s3.prefix.strip('/') if s3.prefix.strip('/') else ''} at {where} ({credentials})"
+
+
+# Shown as *** when set: never a secret on a terminal or in a log.
+_SECRETS = {("api", "read_token"), ("api", "upload_token"), ("storage.s3", "access_key_id"), ("storage.s3", "secret_access_key")}
+
+
+def _print_table(name: str, values: dict[str, object]) -> None:
+    from models.db import display_url
+
+    print(f"\n[{name}]")
+    tables = {key: value for key, value in values.items() if isinstance(value, dict)}
+    for key, value in values.items():
+        if key in tables:
+            continue
+        if (name, key) == ("database", "url") and value:
+            value = display_url(str(value))  # never a password
+        elif (name, key) in _SECRETS and value:
+            value = "***"
+        print(f"{key} = {_toml_value(value)}")
+    for key, table in tables.items():
+        _print_table(f"{name}.{key}", table)
 
 
 def _toml_value(value: object) -> str:

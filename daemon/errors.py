@@ -88,7 +88,8 @@ _STORAGE_PROBLEMS = {
 def storage_fault(error: OSError, folder: str = "") -> EnvironmentFault:
     """What writing into the data folder's `folder` ("thumbnails") failed of, as a fault of the
     machine. The detail names the folder by its name in the data folder, never a server path."""
-    problem = _STORAGE_PROBLEMS.get(error.errno or 0, "cannot write in the data folder")
+    # An object store's fault says itself what it is (models.store_fault.StoreFault).
+    problem = getattr(error, "problem", None) or _STORAGE_PROBLEMS.get(error.errno or 0, "cannot write in the data folder")
     where = f" ({folder}/)" if folder else ""
     return EnvironmentFault(problem, f"{error.strerror or type(error).__name__}{where}")
 

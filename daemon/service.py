@@ -55,7 +55,7 @@ from models import migrate
 from models.status_reads import superuser_role
 from models.config import Config
 from models.db import make_engine
-from models.store import open_store
+from models.stores import open_store
 
 log = logging.getLogger("htx.daemon")
 

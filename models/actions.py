@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from sqlalchemy import Connection, Row, delete, select, update
 
 from models import trash
-from models.store import FolderStore, Store, remove_image_files, stage_in_trash
+from models.store import Store, remove_image_files, stage_in_trash
 from models.tables import Image
 
 images = Image.__table__
@@ -119,7 +119,7 @@ def _deleted(image_id: int, row: Row) -> DeletedImage:
     return DeletedImage(image_id, row.sha256, row.stored_path, thumbnails)
 
 
-def stage_original(image: DeletedImage, store: FolderStore, trash_dir: Path) -> trash.Staged:
+def stage_original(image: DeletedImage, store: Store, trash_dir: Path) -> trash.Staged:
     """A finished image's original (and the note of why it failed) put in `trash_dir` under
     temporary names, before its record is deleted; trash.TrashUnavailable when the trash cannot
     take them, and then nothing has changed. Named by the record's id: never two originals on
@@ -130,10 +130,8 @@ def stage_original(image: DeletedImage, store: FolderStore, trash_dir: Path) -> 
 
 
 def remove_files(deleted: DeletedImage, store: Store, staged: trash.Staged | None) -> None:
-    """A deleted record's thumbnails, and its original removed, or, `staged` in the trash,
-    given its name there."""
+    """A deleted record's thumbnails and original removed, the original, `staged` in the
+    trash, given its name there first."""
     if staged is not None:
-        remove_image_files(store, None, deleted.thumbnails)
         staged.keep()
-        return
     remove_image_files(store, deleted.original, deleted.thumbnails)

@@ -21,6 +21,11 @@ DATABASE_URL_ENV = "HTX_DATABASE_URL"
 # Override api.read_token and api.upload_token, for the same reason.
 READ_TOKEN_ENV = "HTX_READ_TOKEN"
 UPLOAD_TOKEN_ENV = "HTX_UPLOAD_TOKEN"
+# The object store's credentials (storage.s3), else the standard AWS variables.
+S3_CREDENTIAL_ENVS = (
+    ("access_key_id", ("HTX_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")),
+    ("secret_access_key", ("HTX_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")),
+)
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 ROLES = ("watch", "thumbnails", "captions")
 DEFAULT_CONFIG_NAME = "config.toml"
@@ -133,6 +138,26 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class S3Config:
+    endpoint: str = ""
+    bucket: str = ""
+    region: str = "us-east-1"
+    prefix: str = ""
+    path_style: bool = False
+    allow_http: bool = False
+    presign_s: int = field(default=0, metadata=_at_least(0))
+    timeout_s: float = field(default=30.0, metadata=_at_least(0.1))
+    access_key_id: str = ""
+    secret_access_key: str = ""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    backend: str = field(default="folder", metadata=_choice("folder", "s3"))
+    s3: S3Config = S3Config()
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = field(default="info", metadata=_choice("debug", "info", "warning", "error"))
     format: str = field(default="plain", metadata=_choice("plain", "json"))
@@ -147,6 +172,7 @@ class Config:
     thumbnails: ThumbnailsConfig = ThumbnailsConfig()
     caption: CaptionConfig = CaptionConfig()
     api: ApiConfig = ApiConfig()
+    storage: StorageConfig = StorageConfig()
     log: LogConfig = LogConfig()
     # The folder relative paths are resolved against, and the file it came from (None: defaults).
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
@@ -163,6 +189,11 @@ class Config:
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def work_dir(self) -> Path:
+        """Where objects of a store that is not this machine's are fetched to be read."""
+        return self.data_dir / "work"
 
     @property
     def trash_dir(self) -> Path | None:
@@ -215,8 +246,8 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def _build_section(name: str, table: Any) -> Any:
-    section_type = _SECTIONS[name]
+def _build_section(name: str, table: Any, section_type: type | None = None) -> Any:
+    section_type = section_type or _SECTIONS[name]
     if not isinstance(table, dict):
         raise ConfigError(f"{name}: expected a table [{name}], got {table!r}")
     fields = {spec.name: spec for spec in dataclasses.fields(section_type)}
@@ -226,7 +257,10 @@ def _build_section(name: str, table: Any) -> Any:
         if key not in fields:
             known = ", ".join(fields)
             raise ConfigError(f"{name}.{key}: unknown key (known keys in [{name}]: {known})")
-        values[key] = _check_value(f"{name}.{key}", fields[key], hints[key], value)
+        if dataclasses.is_dataclass(hints[key]):  # a table inside the table: [storage.s3]
+            values[key] = _build_section(f"{name}.{key}", value, hints[key])
+        else:
+            values[key] = _check_value(f"{name}.{key}", fields[key], hints[key], value)
     return section_type(**values)
 
 
@@ -251,6 +285,16 @@ def _check_relations(config: Config) -> None:
                 f"api.{key} (or ${variable}): must be at least {MIN_TOKEN_CHARS} characters, got {len(token)}; "
                 'make one with: python3 -c "import secrets; print(secrets.token_urlsafe(24))"'
             )
+    if config.storage.backend == "s3":
+        s3 = config.storage.s3
+        if not s3.bucket:
+            raise ConfigError('storage.s3.bucket: the bucket to keep the images in, when storage.backend is "s3"')
+        if s3.endpoint and not s3.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"storage.s3.endpoint: expected http://HOST:PORT or https://HOST, got {s3.endpoint!r}")
+        if s3.endpoint.startswith("http://") and not s3.allow_http:
+            raise ConfigError("storage.s3.allow_http: must be true for an http:// endpoint (credentials go in the clear)")
+        if bool(s3.access_key_id) != bool(s3.secret_access_key):
+            raise ConfigError("storage.s3: set both the access key id and the secret access key ($HTX_S3_ACCESS_KEY_ID, $HTX_S3_SECRET_ACCESS_KEY), or neither")
     if config.api.port > 65535:
         raise ConfigError(f"api.port: must be at most 65535, got {config.api.port}")
     device = config.caption.device
@@ -310,10 +354,24 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         section = data.get(section_name, {})
         if value and isinstance(section, dict):
             data = data | {section_name: section | {key: value}}
+    data = _with_s3_credentials(data)
     try:
         return parse(data, base_dir=base_dir, source=source)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}" if source else str(error)) from None
+
+
+def _with_s3_credentials(data: dict[str, Any]) -> dict[str, Any]:
+    """storage.s3's credentials from the environment, where it has them: they stay out of files."""
+    storage = data.get("storage", {})
+    s3 = storage.get("s3", {}) if isinstance(storage, dict) else None
+    if not isinstance(s3, dict):
+        return data
+    for key, variables in S3_CREDENTIAL_ENVS:
+        value = next((os.environ[variable] for variable in variables if os.environ.get(variable)), "")
+        if value:
+            s3 = s3 | {key: value}
+    return data | {"storage": storage | {"s3": s3}}
 
 
 def _read(path: str | os.PathLike[str] | None) -> tuple[dict[str, Any], Path, Path | None]:
@@ -334,12 +392,13 @@ def _read(path: str | os.PathLike[str] | None) -> tuple[dict[str, Any], Path, Pa
 
 def as_dict(config: Config) -> dict[str, dict[str, Any]]:
     """The effective settings, section by section, as plain TOML-friendly values."""
+    return {name: _plain(dataclasses.asdict(getattr(config, name))) for name in _SECTIONS}
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
     return {
-        name: {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(getattr(config, name)).items()
-        }
-        for name in _SECTIONS
+        key: _plain(value) if isinstance(value, dict) else list(value) if isinstance(value, tuple) else value
+        for key, value in values.items()
     }
 
 
@@ -360,6 +419,8 @@ __all__ = [
     "LogConfig",
     "PathsConfig",
     "PipelineConfig",
+    "S3Config",
+    "StorageConfig",
     "ThumbnailsConfig",
     "WatchConfig",
     "as_dict",

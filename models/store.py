@@ -7,31 +7,39 @@ An image's files are objects under keys, the same strings as the database keeps 
     thumbnails/<ab>/<sha256>-<size>.<ext>  its thumbnails (size: small, medium)
     failed/<name>                          a file that failed, under the name it came with
     failed/<name>.error.txt                beside it: why it failed
+    incoming/<ab>/<sha256>                 a file registered on one machine, for a worker on
+                                           any machine to fetch (an object store only)
 
 A `Store` keeps objects under keys with the few operations an object store has too (put a
 file or written bytes under a key, open with size and version, remove, list by prefix), so
 that the daemon, the commands and the API need nothing else, and a store that is not a
-folder can stand in. `FolderStore` is the data folder. The helpers below it (the thumbnails
+folder can stand in. `FolderStore` is the data folder; models.s3_store keeps them in a bucket. The helpers below it (the thumbnails
 of an image, a free name in failed/, the files a delete leaves) are written against `Store`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
 from models import trash
-from models.config import Config
-from models.files import folder_problem, move_file, remove_stale_temporaries, write_atomically
+from models.files import CHUNK_BYTES, folder_problem, move_file, remove_stale_temporaries, write_atomically
 from models.names import MAX_NAME_BYTES, fit_name
 
 ORIGINALS = "originals"
 THUMBNAILS = "thumbnails"
 FAILED = "failed"
+INCOMING = "incoming"
 FOLDERS = (ORIGINALS, THUMBNAILS, FAILED)
+# Every part of the store, as `htx storage gc` and `copy` go through it.
+PARTS = (*FOLDERS, INCOMING)
 # Beside a file kept in failed/: why it failed.
 ERROR_NOTE_SUFFIX = ".error.txt"
 # What a name in failed/ may get added: "-<sha prefix>" for a clash, ".error.txt" beside it.
@@ -50,6 +58,10 @@ def thumbnail_key(sha256: str, size_name: str, extension: str) -> str:
 def thumbnails_prefix(sha256: str) -> str:
     """The prefix every thumbnail of the image with these bytes has, whatever its format."""
     return f"{THUMBNAILS}/{sha256[:2]}/{sha256}-"
+
+
+def incoming_key(sha256: str) -> str:
+    return f"{INCOMING}/{sha256[:2]}/{sha256}"
 
 
 def note_key(failed_key: str) -> str:
@@ -83,6 +95,15 @@ class StoredObject:
         self.reader.close()
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A key found by `Store.scan`, with its size and when it was last written (Unix time)."""
+
+    key: str
+    size: int
+    modified: float
+
+
 class StoreProblem(Exception):
     """The store cannot be used now (a folder that is not one, no permission to write): a fault
     of the machine, for its administrator. `part` is where ("thumbnails"), never a server path;
@@ -99,6 +120,10 @@ class Store(Protocol):
     """Objects under keys. OSError (FileNotFoundError for a key that is not there) is the
     store's fault, never the image's."""
 
+    # True when the objects are not files of this machine, so that another machine with no
+    # shared folder works on them: what is registered goes into the store at once.
+    remote: bool
+
     def prepare(self) -> int:
         """Make the store ready to write; how many leftovers of a killed writer it removed."""
 
@@ -110,8 +135,15 @@ class Store(Protocol):
         already there keeps its bytes: keys of originals are their content, so a put repeated
         after a crash changes nothing."""
 
+    def upload(self, key: str, source: Path) -> None:
+        """A copy of the file `source` under `key` (the file stays); a key already there
+        keeps its bytes, as for `put_file`."""
+
     def write(self, key: str, write: Callable[[BinaryIO], None]) -> None:
         """Write an object through `write`, under `key` only once it is complete."""
+
+    def copy(self, source_key: str, key: str) -> None:
+        """The object under `source_key`, copied within the store to `key`."""
 
     def open(self, key: str) -> StoredObject:
         """The object to read, with its size and version."""
@@ -122,7 +154,10 @@ class Store(Protocol):
         """Remove the object, if it is there."""
 
     def list(self, prefix: str) -> Iterator[str]:
-        """The keys that start with `prefix`."""
+        """The keys that start with `prefix` (whose last part is the start of a name)."""
+
+    def scan(self, prefix: str) -> Iterator[Listed]:
+        """Every key under the folder `prefix` ("originals/"), at any depth."""
 
     def local_path(self, key: str) -> Path | None:
         """The object as a file on this machine, for what needs a file (a decoder, sendfile);
@@ -132,12 +167,14 @@ class Store(Protocol):
 class FolderStore:
     """The data folder: each key a file under `root` (its "/" the folder separator)."""
 
+    remote = False
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def _path(self, key: str) -> Path:
         parts = PurePosixPath(key).parts
-        if not parts or parts[0] not in FOLDERS or ".." in parts:
+        if not parts or parts[0] not in PARTS or ".." in parts:
             raise ValueError(f"not a key of the store: {key!r}")
         return self.root.joinpath(*parts)
 
@@ -171,8 +208,19 @@ class FolderStore:
             return
         move_file(source, destination)
 
+    def upload(self, key: str, source: Path) -> None:
+        destination = self._path(key)
+        if source == destination or os.path.lexists(destination):
+            return
+        with open(source, "rb") as reader:
+            write_atomically(destination, lambda writer: shutil.copyfileobj(reader, writer, CHUNK_BYTES))
+
     def write(self, key: str, write: Callable[[BinaryIO], None]) -> None:
         write_atomically(self._path(key), write)
+
+    def copy(self, source_key: str, key: str) -> None:
+        with open(self._path(source_key), "rb") as reader:
+            write_atomically(self._path(key), lambda writer: shutil.copyfileobj(reader, writer, CHUNK_BYTES))
 
     def open(self, key: str) -> StoredObject:
         handle = open(self._path(key), "rb")
@@ -190,13 +238,78 @@ class FolderStore:
         for path in self._path(folder).glob(f"{start}*"):
             yield f"{folder}/{path.name}"
 
+    def scan(self, prefix: str) -> Iterator[Listed]:
+        top = self._path(prefix.rstrip("/"))
+        for folder, _subfolders, names in os.walk(top):
+            for name in names:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    continue  # a write in progress, or a kill's leftover (prepare removes those)
+                path = os.path.join(folder, name)
+                try:
+                    status = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                yield Listed(Path(path).relative_to(self.root).as_posix(), status.st_size, status.st_mtime)
+
     def local_path(self, key: str) -> Path:
         return self._path(key)
 
 
-def open_store(config: Config) -> FolderStore:
-    """The store a config names (made once, where the config is loaded)."""
-    return FolderStore(config.data_dir)
+def fetch(store: Store, key: str, destination: Path) -> str:
+    """The object under `key` written to the local file `destination` (complete, or not at
+    all); the sha256 of its bytes."""
+    digest = hashlib.sha256()
+
+    def copy(writer: BinaryIO) -> None:
+        with store.open(key) as stored:
+            while chunk := stored.reader.read(CHUNK_BYTES):
+                digest.update(chunk)
+                writer.write(chunk)
+
+    write_atomically(destination, copy)
+    return digest.hexdigest()
+
+
+def fetched_path(work_dir: Path, image_id: int) -> Path:
+    """Where this process fetches an image's object to, while it works on it."""
+    return work_dir / f"{os.getpid()}-{image_id}"
+
+
+def remove_left_fetches(work_dir: Path) -> int:
+    """Fetched copies that processes which are no longer running left behind; how many."""
+    removed = 0
+    for path in work_dir.glob("*-*"):
+        pid = path.name.split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def local_copy(store: Store, key: str, work_dir: Path) -> Iterator[Path]:
+    """The object as a file of this machine for as long as it is needed: the file itself in a
+    folder store, else a copy fetched into `work_dir` and removed after."""
+    path = store.local_path(key)
+    if path is not None:
+        yield path
+        return
+    fetched = work_dir / f"{os.getpid()}-{hashlib.sha256(key.encode()).hexdigest()[:16]}-{threading.get_ident():x}"
+    try:
+        fetch(store, key, fetched)
+        yield fetched
+    finally:
+        fetched.unlink(missing_ok=True)
 
 
 def remove_thumbnails(store: Store, sha256: str) -> None:
@@ -229,8 +342,10 @@ def remove_image_files(store: Store, original: str | None, thumbnails: tuple[str
         store.remove(note_key(original))
 
 
-def stage_in_trash(store: FolderStore, original: str, name: str, trash_dir: Path) -> trash.Staged:
+def stage_in_trash(store: Store, original: str, name: str, trash_dir: Path) -> trash.Staged:
     """An original (and the note of why it failed) put in `trash_dir` as `name` under temporary
-    names, before its record goes (models.trash)."""
-    path = store.local_path(original)
-    return trash.stage([(path, name), (store.local_path(note_key(original)), name + ERROR_NOTE_SUFFIX)], trash_dir)
+    names, before its record goes (models.trash); from an object store, fetched there."""
+    files = [(original, name), (note_key(original), name + ERROR_NOTE_SUFFIX)]
+    if not store.remote:
+        return trash.stage([(store.local_path(key), as_name) for key, as_name in files], trash_dir)  # type: ignore[misc]
+    return trash.stage_fetched([(lambda to, key=key: fetch(store, key, to), as_name) for key, as_name in files], trash_dir)

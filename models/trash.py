@@ -13,10 +13,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.files import CHUNK_BYTES
+from models.store_fault import StoreFault
 
 # No room, as the filesystem or a quota says it.
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -58,18 +60,52 @@ def stage(files: list[tuple[Path, str]], trash_dir: Path) -> Staged:
     TrashUnavailable when the trash cannot take them; then nothing is left in it. Sources
     already gone are skipped: a delete repeated after a crash, or a file never made.
     """
+
+    def from_file(source: Path) -> Callable[[Path], Path | None]:
+        def put(temporary: Path) -> Path | None:
+            if not source.is_file():
+                return None
+            _put(source, temporary)
+            return source
+
+        return put
+
+    return _stage([(from_file(source), name) for source, name in files], trash_dir)
+
+
+def stage_fetched(fetches: list[tuple[Callable[[Path], object], str]], trash_dir: Path) -> Staged:
+    """As `stage`, for objects of a store that is not this machine's: each `fetch(temporary)`
+    writes one there (FileNotFoundError: it is gone already, and skipped). The objects
+    themselves are removed with the record's other files."""
+
+    def from_store(fetch: Callable[[Path], object]) -> Callable[[Path], Path | None]:
+        def put(temporary: Path) -> Path | None:
+            try:
+                fetch(temporary)
+            except FileNotFoundError:
+                return None
+            return temporary  # nothing of this machine's to remove after
+
+        return put
+
+    return _stage([(from_store(fetch), name) for fetch, name in fetches], trash_dir)
+
+
+def _stage(puts: list[tuple[Callable[[Path], Path | None], str]], trash_dir: Path) -> Staged:
     staged = Staged()
     try:
         trash_dir.mkdir(parents=True, exist_ok=True)
         if not trash_dir.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(trash_dir))
-        for source, name in files:
-            if not source.is_file():
-                continue
+        for put, name in puts:
             final = trash_dir / name
             temporary = trash_dir / f".{name}.{os.getpid()}.tmp"
-            _put(source, temporary)
-            staged.moves.append((source, temporary, final))
+            source = put(temporary)
+            if source is not None:
+                staged.moves.append((source, temporary, final))
+    except StoreFault:  # the store's fault, not the trash's
+        staged.discard()
+        raise
     except OSError as error:
         staged.discard()
         raise TrashUnavailable(f"the trash {trash_dir} cannot take a deleted original: {error}", full=error.errno in _FULL_ERRNOS) from error

@@ -12,6 +12,7 @@ from models import config as config_module
 from models.config import Config
 from tests.helpers import photo_bytes
 from tests.postgres import ClusterUnavailable, ThrowawayCluster
+from tests.seaweedfs import BUCKET, StoreUnavailable, ThrowawayObjectStore
 
 # Set by .ci/run: there, a PostgreSQL server that cannot start fails the run instead of
 # skipping the PostgreSQL half of the tests.
@@ -105,6 +106,47 @@ def make_config(tmp_path: Path, database_url: str) -> Callable[..., Config]:
 @pytest.fixture
 def config(make_config: Callable[..., Config]) -> Config:
     return make_config()
+
+
+@pytest.fixture(scope="session")
+def object_store_server() -> Iterator[ThrowawayObjectStore]:
+    """A real S3 server (SeaweedFS) for the session; each test keeps to a prefix of its own."""
+    try:
+        server = ThrowawayObjectStore().start()
+    except StoreUnavailable as error:
+        pytest.skip(str(error))
+    yield server
+    server.stop()
+
+
+def s3_storage(server: ThrowawayObjectStore, prefix: str) -> dict[str, Any]:
+    """The [storage] section of a config on `server`'s bucket, under `prefix`."""
+    return {
+        "backend": "s3",
+        "s3": {
+            "endpoint": server.endpoint,
+            "bucket": BUCKET,
+            "prefix": prefix,
+            "path_style": True,
+            "allow_http": True,
+            "timeout_s": 5.0,
+            "access_key_id": server.access_key_id,
+            "secret_access_key": server.secret_access_key,
+        },
+    }
+
+
+@pytest.fixture(params=["folder", "s3"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store a test runs on: the data folder, then an S3 bucket."""
+    return request.param
+
+
+@pytest.fixture
+def storage_section(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) -> dict[str, Any]:
+    if store_kind == "folder":
+        return {"backend": "folder"}
+    return s3_storage(request.getfixturevalue("object_store_server"), tmp_path.name)
 
 
 @pytest.fixture(scope="session")

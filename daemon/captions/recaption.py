@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image
 
@@ -23,7 +24,8 @@ from daemon.stages.metadata import extract_metadata
 from daemon.stages.pipeline import caption_image, decode_box
 from daemon.database.writer import DatabaseWriter
 from models.config import Config
-from models.store import FolderStore, open_store
+from models.store import Store, local_copy
+from models.stores import open_store
 
 log = logging.getLogger("htx.recaption")
 
@@ -35,12 +37,11 @@ class RecaptionResult:
     not_found: list[int] = field(default_factory=list)  # ids asked for that are not done images
 
 
-def caption_input(config: Config, store: FolderStore, stored: records.StoredImage, edge: int) -> Image.Image:
-    """The stored original, decoded once and reduced to the model's input, upright, RGB."""
-    path = store.local_path(stored.stored_path)
+def caption_input(config: Config, path: Path, size_bytes: int, edge: int) -> Image.Image:
+    """The original in the file `path`, decoded once and reduced to the model's input, upright, RGB."""
     decoded = decode(path, max_pixels=config.pipeline.max_pixels, box=decode_box(config, edge))
     try:
-        orientation = extract_metadata(decoded, stored.size_bytes).orientation
+        orientation = extract_metadata(decoded, size_bytes).orientation
         return caption_image(decoded.image, orientation, edge)
     finally:
         decoded.close()
@@ -62,7 +63,7 @@ def recaption(
 
 def _caption_batch(
     config: Config,
-    store: FolderStore,
+    store: Store,
     captioner: Captioner,
     writer: DatabaseWriter,
     batch: list[records.StoredImage],
@@ -71,7 +72,8 @@ def _caption_batch(
     ready: list[tuple[records.StoredImage, Image.Image]] = []
     for stored in batch:
         try:
-            ready.append((stored, caption_input(config, store, stored, captioner.input_size or 0)))
+            with local_copy(store, stored.stored_path, config.work_dir) as path:
+                ready.append((stored, caption_input(config, path, stored.size_bytes, captioner.input_size or 0)))
         except (PipelineError, OSError) as error:
             detail = error.message if isinstance(error, PipelineError) else error.strerror or type(error).__name__
             log.warning("image %d %s: cannot read its original: %s", stored.id, stored.filename, detail)

@@ -61,13 +61,15 @@ def insert_pending(
     *,
     sha256: str,
     filename: str,
-    inbox_path: str,
+    inbox_path: str | None,
     size_bytes: int,
     hash_ms: float,
     source_identity: str | None = None,
+    stored_path: str | None = None,
 ) -> int | None:
-    """A new pending image; None if its bytes already have a row (another process registered
-    the same bytes a moment ago: the unique digest decides, never two records)."""
+    """A new pending image, its bytes in the inbox (`inbox_path`) or already in the store
+    (`stored_path`); None if its bytes already have a row (another process registered the
+    same bytes a moment ago: the unique digest decides, never two records)."""
     dialect_insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     result = connection.execute(
         dialect_insert(images)
@@ -77,6 +79,7 @@ def insert_pending(
             status="pending",
             received_at=utcnow(),
             inbox_path=inbox_path,
+            stored_path=stored_path,
             size_bytes=size_bytes,
             hash_ms=hash_ms,
             source_identity=source_identity,

@@ -81,10 +81,9 @@ class Captioning:
         if job is None:
             return
         started = time.perf_counter()
-        stored = records.StoredImage(job.image_id, job.filename, claim.image.stored_path or "", job.size_bytes)
         try:
             with storing(job.key or ""):
-                image = caption_input(self.shared.config, self.shared.store, stored, self.captioner.input_size or 0)
+                image = caption_input(self.shared.config, job.source, job.size_bytes, self.captioner.input_size or 0)
         except PipelineError as error:
             self.outcomes.fail_safely(job, error, started)
             self.claims.release_job(job)

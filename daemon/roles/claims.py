@@ -18,7 +18,7 @@ from daemon.inbox.files import Identity, file_identity
 from daemon.roles.in_flight import Arrival
 from daemon.roles.shared import Shared
 from models.names import real_name, stored_name
-from models.store import folder_of, remove_thumbnails
+from models.store import fetch, fetched_path, folder_of, remove_thumbnails
 
 log = logging.getLogger("htx.daemon")
 
@@ -109,7 +109,7 @@ class Claims:
             source = self.shared.config.inbox_dir / real_name(known.inbox_path)
         elif known.stored_path is not None:
             key = known.stored_path
-            source = self.shared.store.local_path(key)
+            source = self.shared.store.local_path(key) or self._fetch(known, key)
         else:
             source = None
         try:
@@ -127,6 +127,21 @@ class Claims:
             self.drop_rewritten(job)
             return None
         return job
+
+    def _fetch(self, known: records.KnownImage, key: str) -> Path | None:
+        """The object under `key` fetched from the store to a file of this machine, for as long
+        as the job lasts; None if it is not there, or not the bytes hashed."""
+        destination = fetched_path(self.shared.config.work_dir, known.id)
+        with storing(key):
+            try:
+                sha256 = fetch(self.shared.store, key, destination)
+            except FileNotFoundError:
+                return None
+        if sha256 != known.sha256:
+            destination.unlink(missing_ok=True)
+            log.error("image %d %s: the store holds other bytes under %s than were registered", known.id, known.filename, key)
+            return None
+        return destination
 
     def _record_missing(self, known: records.KnownImage) -> None:
         if known.inbox_path is not None or known.stored_path is None:
@@ -181,6 +196,8 @@ class Claims:
         shared = self.shared
         shared.claims.let_go(job.image_id)
         shared.in_flight.end(job.arrival)
+        if job.key is not None and shared.store.remote:
+            job.source.unlink(missing_ok=True)  # fetched for this job
         if job.arrival is not None and os.path.lexists(job.source):
             # Still in the inbox: rewritten while processed. Its events were ignored while this
             # job held it, so look at it again once its writer is done.

@@ -56,9 +56,10 @@ class Outcomes:
             return None
         key = job.key if image_format is None else original_key(job.sha256, EXTENSIONS[image_format])
         processing_ms = self.elapsed_ms(job, started)
+        self._place(job, key)
         if not self._record(job, outcome | {"stored_path": key, "inbox_path": None, "processing_ms": processing_ms}):
             return None
-        self._put(job.source, key)
+        self._put(job, key)
         return processing_ms
 
     def fail(self, job: Job, error: PipelineError, started: float) -> None:
@@ -78,11 +79,12 @@ class Outcomes:
                 key = free_failed_key(self.shared.store, last_part(job.filename), job.sha256)
             if key is not None:
                 values["stored_path"] = key
+                self._place(job, key)
             if not self._record(job, values):
                 return
             if key is not None:
                 self._note(key, f"image {job.image_id} ({job.filename}, sha256 {job.sha256}): {error.message}\n")
-                self._put(job.source, key)
+                self._put(job, key)
         log.warning("image %d %s: failed in %.0f ms: %s", job.image_id, job.filename, processing_ms, error.message)
 
     def fail_safely(self, job: Job, error: PipelineError, started: float) -> None:
@@ -157,7 +159,22 @@ class Outcomes:
         with storing(failed_key):
             write_note(self.shared.store, failed_key, text)
 
-    def _put(self, source: Path, key: str) -> None:
+    def _place(self, job: Job, key: str) -> None:
+        """Before the commit: in a remote store, the object copied to `key` within the store
+        (a repeated copy changes nothing), so the committed row never names a key not there."""
+        if self.shared.store.remote and job.key not in (None, key):
+            with storing(key):
+                self.shared.store.copy(job.key, key)  # type: ignore[arg-type]
+
+    def _put(self, job: Job, key: str) -> None:
+        """After the commit: the file in its place, under `key`."""
+        store = self.shared.store
+        if store.remote and job.key is not None:
+            if job.key != key:  # copied before the commit: the old key goes now
+                with storing(job.key):
+                    store.remove(job.key)
+            return
+        source = job.source
         try:
             with storing(key):
                 self.shared.store.put_file(key, source)

@@ -26,6 +26,7 @@ from daemon.roles.outcomes import Outcomes
 from daemon.roles.shared import Shared
 from models.files import file_kind
 from models.names import display_name, real_name, stored_name
+from models.store import incoming_key
 
 log = logging.getLogger("htx.daemon")
 
@@ -118,6 +119,12 @@ class Registrar:
         identity = identity_text(digest.identity)
         known = shared.writer.call(records.find_by_sha, digest.sha256)
         if known is None:
+            where = {"inbox_path": inbox_path}
+            if shared.store.remote:
+                # Into the bucket first, so that a worker on any machine can fetch it.
+                if not self._upload(path, digest):
+                    return None
+                where = {"inbox_path": None, "stored_path": incoming_key(digest.sha256)}
             try:
                 image_id = shared.writer.call(
                     # Only while this process holds the watch lease (checked in the insert's
@@ -126,10 +133,10 @@ class Registrar:
                     shared.me.worker_id,
                     sha256=digest.sha256,
                     filename=display_name(relative, keep_folders=True),
-                    inbox_path=inbox_path,
                     size_bytes=digest.size_bytes,
                     hash_ms=hash_ms,
                     source_identity=identity,
+                    **where,
                 )
             except watch_lease.LostWatch:
                 log.debug("%s not registered: another process took the watch, and the file with it", relative)
@@ -137,6 +144,8 @@ class Registrar:
             if image_id is not None:
                 shared.writer.call(work_queue.announce)
                 shared.signal.wake()
+                if shared.store.remote:
+                    self._remove_if_unchanged(path, digest)
                 return image_id
             known = shared.writer.call(records.find_by_sha, digest.sha256)  # registered meanwhile
             if known is None:
@@ -157,6 +166,30 @@ class Registrar:
                 return known.id
         self._discard_duplicate(path, relative, known, digest)
         return None
+
+    def _upload(self, path: Path, digest: FileDigest) -> bool:
+        """The inbox file's bytes put in the store under their digest; False (and nothing put)
+        if it changed since it was hashed: its new bytes are offered again."""
+        key = incoming_key(digest.sha256)
+        with storing(key):
+            self.shared.store.upload(key, path)
+        try:
+            if file_identity(path) == digest.identity:
+                return True
+        except OSError:
+            pass
+        with storing(key):  # what went up may be part old, part new bytes: never under this key
+            self.shared.store.remove(key)
+        log.info("%s changed while it was put in the store; its new content is taken instead", self._shown(path))
+        return False
+
+    def _remove_if_unchanged(self, path: Path, digest: FileDigest) -> None:
+        """The inbox file, registered with its bytes in the store, is not needed here any more."""
+        try:
+            if file_identity(path) == digest.identity:
+                path.unlink()
+        except FileNotFoundError:
+            pass
 
     def _discard_duplicate(self, path: Path, relative: str, known: records.KnownImage, digest: FileDigest) -> None:
         shown = display_name(relative, keep_folders=True)

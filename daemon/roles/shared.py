@@ -19,7 +19,7 @@ from daemon.roles.in_flight import InFlight
 from models.config import Config
 from models.diskspace import data_disk_problem
 from models.files import folder_problem
-from models.store import FolderStore, StoreProblem
+from models.store import Store, StoreProblem, remove_left_fetches
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Me:
 @dataclass
 class Shared:
     config: Config
-    store: FolderStore
+    store: Store
     writer: DatabaseWriter
     signal: WorkSignal
     me: Me
@@ -65,8 +65,10 @@ class Shared:
             return path.name
 
     def local_folders(self) -> list[Path]:
-        """The folders of this machine that are not the store's: the inbox, the upload staging."""
-        return [self.config.inbox_dir, self.config.uploads_dir]
+        """The folders of this machine that are not the store's: the inbox, the upload staging,
+        and where objects of a remote store are fetched to."""
+        folders = [self.config.inbox_dir, self.config.uploads_dir]
+        return folders + [self.config.work_dir] if self.store.remote else folders
 
     def _make_local_folders(self) -> None:
         for folder in self.local_folders():
@@ -78,8 +80,9 @@ class Shared:
     def prepare_folders(self) -> int:
         """Make the local folders and the store ready; how many leftovers of a kill went."""
         self._make_local_folders()
+        left = remove_left_fetches(self.config.work_dir) if self.store.remote else 0
         with store_faults():
-            return self.store.prepare()
+            return self.store.prepare() + left
 
     def check_environment(self) -> None:
         """Raise the EnvironmentFault that stands, if any (but the database's)."""

@@ -28,6 +28,18 @@ def test_check_config_prints_the_effective_settings(tmp_path: Path, capsys) -> N
     assert f"# inbox: {tmp_path / 'data' / 'inbox'}" in out
 
 
+def test_check_config_shows_the_object_stores_credentials_as_stars(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HTX_S3_ACCESS_KEY_ID", "AKIAEXAMPLEKEY")
+    monkeypatch.setenv("HTX_S3_SECRET_ACCESS_KEY", "very-secret-value")
+    path = _config_file(tmp_path, '[storage]\nbackend = "s3"\n[storage.s3]\nbucket = "photos"\nendpoint = "http://127.0.0.1:8333"\nallow_http = true\npath_style = true\n')
+    assert main(["--config", str(path), "check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "[storage.s3]" in out and 'bucket = "photos"' in out
+    assert 'access_key_id = "***"' in out and 'secret_access_key = "***"' in out
+    assert "AKIAEXAMPLEKEY" not in out and "very-secret-value" not in out
+    assert "# store: bucket photos at http://127.0.0.1:8333 (credentials set)" in out
+
+
 def test_the_config_option_also_follows_the_command(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # no ./config.toml to fall back on
     monkeypatch.delenv(config_module.CONFIG_ENV, raising=False)

@@ -9,7 +9,7 @@ import pytest
 
 from models import config as config_module
 from models.config import Config, ConfigError
-from models.store import open_store
+from models.stores import open_store
 
 REPO_CONFIG = Path(__file__).parents[2] / "config.toml"
 
@@ -57,6 +57,42 @@ def test_wrong_keys_and_values_name_the_key(tmp_path: Path, toml: str, message: 
         config_module.load(path)
     assert message in str(raised.value)
     assert str(path) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[storage]\nbackend = "nfs"\n', "storage.backend: must be one of folder, s3"),
+        ('[storage]\nbackend = "s3"\n', "storage.s3.bucket: the bucket to keep the images in"),
+        ('[storage.s3]\nbuckets = "x"\n', "storage.s3.buckets: unknown key"),
+        ('[storage]\nbackend = "s3"\n[storage.s3]\nbucket = "b"\nendpoint = "http://minio:9000"\n', "storage.s3.allow_http: must be true"),
+        ('[storage]\nbackend = "s3"\n[storage.s3]\nbucket = "b"\nendpoint = "minio:9000"\n', "storage.s3.endpoint: expected http://HOST:PORT"),
+        ('[storage.s3]\npresign_s = -1\n', "storage.s3.presign_s: must be at least 0"),
+    ],
+)
+def test_wrong_storage_settings_name_the_key(tmp_path: Path, toml: str, message: str, monkeypatch) -> None:
+    for _key, variables in config_module.S3_CREDENTIAL_ENVS:
+        for variable in variables:
+            monkeypatch.delenv(variable, raising=False)
+    path = tmp_path / "htx.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        config_module.load(path)
+
+
+def test_the_object_stores_credentials_come_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "htx.toml"
+    path.write_text('[storage]\nbackend = "s3"\n[storage.s3]\nbucket = "photos"\n')
+    monkeypatch.delenv("HTX_S3_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("HTX_S3_SECRET_ACCESS_KEY", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-aws")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    assert config_module.load(path).storage.s3.access_key_id == "from-aws"
+    monkeypatch.setenv("HTX_S3_ACCESS_KEY_ID", "from-htx")  # HTX's own wins over AWS's
+    monkeypatch.setenv("HTX_S3_SECRET_ACCESS_KEY", "htx-secret")
+    loaded = config_module.load(path)
+    assert (loaded.storage.s3.access_key_id, loaded.storage.s3.secret_access_key) == ("from-htx", "htx-secret")
+    assert loaded.storage.backend == "s3" and loaded.storage.s3.bucket == "photos"
 
 
 def test_not_toml_is_a_config_error(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ on both stores: the data folder, and a bucket of a real S3 server (SeaweedFS).""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from models.store import (
     thumbnail_key,
     write_note,
 )
-from tests.seaweedfs import BUCKET, StoreUnavailable, ThrowawayObjectStore
+from tests.seaweedfs import BUCKET
 
 SHA = "ab" + "c" * 62
 AnyStore = FolderStore | S3Store
@@ -34,24 +33,14 @@ def store(tmp_path: Path) -> FolderStore:
     return store
 
 
-@pytest.fixture(scope="module")
-def object_store() -> Iterator[ThrowawayObjectStore]:
-    try:
-        server = ThrowawayObjectStore().start()
-    except StoreUnavailable as error:
-        pytest.skip(str(error))
-    yield server
-    server.stop()
-
-
 @pytest.fixture(params=["folder", "s3"])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AnyStore:
     if request.param == "folder":
         return request.getfixturevalue("store")
-    server = request.getfixturevalue("object_store")
-    # A prefix of its own per test: the bucket is shared by the module's tests.
+    server = request.getfixturevalue("object_store_server")
+    # A prefix of its own per test: the bucket is shared by the session's tests.
     return S3Store(BUCKET, endpoint=server.endpoint, prefix=tmp_path.name, path_style=True, allow_http=True,
-                   access_key_id="htx", secret_access_key="htx-test-secret")
+                   access_key_id=server.access_key_id, secret_access_key=server.secret_access_key)
 
 
 def _put_bytes(store: AnyStore, key: str, data: bytes) -> None:
@@ -141,3 +130,29 @@ def test_a_store_it_cannot_write_is_a_problem_named_by_its_part(store: FolderSto
     assert str(tmp_path) not in str(problem.value)
     os.unlink(tmp_path / "thumbnails")
     store.check()
+
+
+def test_a_missing_bucket_or_an_unreachable_store_is_a_fault_never_a_missing_key(object_store_server, tmp_path: Path) -> None:
+    from models.store_fault import StoreFault
+
+    server = object_store_server
+    missing = S3Store("no-such-bucket", endpoint=server.endpoint, path_style=True, allow_http=True,
+                      access_key_id=server.access_key_id, secret_access_key=server.secret_access_key)
+    for operation in (lambda: missing.open("originals/ab/x.jpg"), lambda: missing.exists("originals/ab/x.jpg"),
+                      lambda: missing.remove("originals/ab/x.jpg"), lambda: list(missing.list("thumbnails/ab/x-"))):
+        with pytest.raises(StoreFault) as raised:
+            operation()
+        assert raised.value.problem == "bucket missing"
+    with pytest.raises(StoreProblem, match="bucket missing"):
+        missing.check()
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    nobody = S3Store(BUCKET, endpoint=f"http://127.0.0.1:{port}", path_style=True, allow_http=True,
+                     access_key_id="htx", secret_access_key="x", timeout_s=2.0)
+    with pytest.raises(StoreFault) as raised:
+        nobody.exists("originals/ab/x.jpg")
+    assert raised.value.problem == "object store unreachable"
+    assert str(port) not in str(raised.value)  # never the endpoint

@@ -15,7 +15,7 @@ from daemon.stages.decode import open_image
 from daemon.stages.memory_budget import DecodeBudget, DecodeStopped
 from daemon.stages.pipeline import PreparedImage, decode_cost, prepare
 from models.config import Config
-from models.store import open_store
+from models.stores import open_store
 from tests.helpers import CORPUS_DIR, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -30,7 +30,7 @@ from PIL import Image
 from daemon.stages.decode import configure_pillow, open_image
 from daemon.stages.pipeline import decode_box, decode_cost, prepare
 from models import config as config_module
-from models.store import open_store
+from models.stores import open_store
 
 def status_kb(field):
     with open("/proc/self/status") as status:

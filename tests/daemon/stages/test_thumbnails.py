@@ -9,7 +9,7 @@ from daemon.stages.decode import decode
 from daemon.stages.metadata import extract_metadata
 from daemon.stages.thumbnails import Thumbnail, make_thumbnails
 from models.config import Config
-from models.store import open_store
+from models.stores import open_store
 from tests.helpers import CORPUS_DIR
 
 
