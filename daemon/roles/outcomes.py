@@ -1,7 +1,10 @@
 """How a claimed image ends: done or failed, committed while the claim is held, then its file
 put in its place in the store (the original under its content's key, a failed file in failed/
 beside a note of why). A row is always committed before its file moves, so a crash leaves a
-file to move again, never a record without its file."""
+file to move again, never a record without its file. In an object store the file is already
+in the bucket (incoming/, put there at registration): it is copied to its key before the
+commit and its incoming copy removed after, so a crash leaves at most an object no row names
+(`htx storage gc` finds those)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ an object store nothing of the images kept in the local data folder."""
 from __future__ import annotations
 
 import hashlib
+import signal
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -152,3 +154,69 @@ def test_a_bucket_that_is_not_there_is_the_servers_fault(make_config: Callable[.
         assert "bucket missing" in upload.json()["error"]
         assert object_store_server.endpoint not in upload.text
     assert not _files_under(config.inbox_dir)
+
+
+def test_captions_and_recaptions_read_the_original_from_the_bucket(
+    make_config: Callable[..., Config], object_store_server, tiny_blip: Path, start_daemon, tmp_path: Path
+) -> None:
+    caption = {"model": str(tiny_blip), "max_new_tokens": 5, "batch_size": 2, "batch_wait_ms": 50}
+    config = make_config(storage=s3_storage(object_store_server, tmp_path.name), caption=caption)
+    daemon = start_daemon(config)
+    copy_in(CORPUS_DIR / "flower.jpg", config.inbox_dir / "flower.jpg")
+    (row,) = wait_for(_settled(config, 1), timeout=120, what="the captioned image")
+    assert row["status"] == "done" and row["caption"] and row["caption_error"] is None
+    with serve(config) as client:
+        assert client.post(f"/api/images/{row['id']}/recaption").status_code == 202
+    # The caption stage claims it from the queue and fetches its original from the bucket.
+    again = wait_for(lambda: next((r for r in read_images(config) if r["stage"] is None and r["processed_at"] != row["processed_at"]), None),
+                     timeout=60, what="the caption made again")
+    assert again["caption"] and again["caption_error"] is None
+    assert daemon.wait_idle(timeout=10)
+    assert not _files_under(config.work_dir)  # the fetched copies are gone
+
+
+def test_a_presigned_redirect_reads_the_object_itself(make_config: Callable[..., Config], object_store_server, start_daemon, tmp_path: Path) -> None:
+    storage = s3_storage(object_store_server, tmp_path.name)
+    storage["s3"]["presign_s"] = 60
+    config = make_config(storage=storage)
+    start_daemon(config)
+    copy_in(CORPUS_DIR / "flower.jpg", config.inbox_dir / "flower.jpg")
+    (row,) = wait_for(_settled(config, 1), timeout=60, what="the image")
+    with serve(config) as client:
+        for path, key in (("original", row["stored_path"]), ("thumbnails/small", row["thumb_small_path"])):
+            answer = client.get(f"/api/images/{row['id']}/{path}", follow_redirects=False)
+            assert answer.status_code == 307
+            assert answer.headers["cache-control"] == "private, no-store"
+            with urllib.request.urlopen(answer.headers["location"], timeout=10) as signed:
+                assert hashlib.sha256(signed.read()).hexdigest() == _sha256(open_store(config), key)
+
+
+def test_a_store_that_stops_answering_holds_the_images_back_and_fails_none(
+    make_config: Callable[..., Config], object_store_server, start_daemon, tmp_path: Path
+) -> None:
+    """A frozen server (SIGSTOP: connections open, no answer) is the slow store: every request
+    times out, the images wait, and all are done once it answers again."""
+    storage = s3_storage(object_store_server, tmp_path.name)
+    storage["s3"]["timeout_s"] = 1.0
+    config = make_config(storage=storage)
+    start_daemon(config)
+    copy_in(CORPUS_DIR / "flower.jpg", config.inbox_dir / "before.jpg")
+    wait_for(_settled(config, 1), timeout=60, what="the first image")
+    server = object_store_server.process
+    server.send_signal(signal.SIGSTOP)
+    try:
+        for name in ("hopper.jpg", "basn6a08.png", "Landscape_3.jpg"):
+            copy_in(CORPUS_DIR / name, config.inbox_dir / name)
+        with serve(config) as client:
+            health = wait_for(lambda: (answer := client.get("/healthz")).status_code == 503 and answer.json(),
+                              timeout=60, interval=0.5, what="/healthz to say the store does not answer")
+        assert health["problem"] in ("object store timed out", "object store unreachable"), health
+        assert not [row for row in read_images(config) if row["status"] == "failed"]
+    finally:
+        server.send_signal(signal.SIGCONT)
+    rows = wait_for(_settled(config, 4), timeout=90, interval=0.2, what="every image, once the store answers again")
+    assert {row["status"] for row in rows} == {"done"}
+    store = open_store(config)
+    assert all(_sha256(store, row["stored_path"]) == row["sha256"] for row in rows)
+    with serve(config) as client:
+        wait_for(lambda: client.get("/healthz").status_code == 200, timeout=30, interval=0.5, what="/healthz to be ok again")

@@ -156,3 +156,25 @@ def test_a_missing_bucket_or_an_unreachable_store_is_a_fault_never_a_missing_key
         nobody.exists("originals/ab/x.jpg")
     assert raised.value.problem == "object store unreachable"
     assert str(port) not in str(raised.value)  # never the endpoint
+
+
+@pytest.mark.parametrize(
+    ("said", "problem"),
+    [
+        ("Server returned non-2xx status code: 403 Forbidden: <Code>AccessDenied</Code>", "object store denied access"),
+        ("Server returned non-2xx status code: 403 Forbidden: <Code>SignatureDoesNotMatch</Code>", "object store denied access"),
+        ("Server returned non-2xx status code: 503 Service Unavailable: <Code>SlowDown</Code>", "object store error (server)"),
+        ("request or response body error: operation timed out", "object store timed out"),
+        ("HTTP error: error sending request, max_retries: 3, retry_timeout: 10s", "object store unreachable"),
+        ("Error performing list request: <Code>NoSuchBucket</Code>", "bucket missing"),
+        ("something else entirely", "object store error"),
+    ],
+)
+def test_what_the_object_store_says_becomes_a_problem_in_a_few_words(said: str, problem: str) -> None:
+    from obstore.exceptions import GenericError
+
+    from models.s3_store import _fault_of
+
+    fault = _fault_of(GenericError(said))
+    assert fault.problem == problem
+    assert fault.strerror == "a request to the bucket failed"
