@@ -349,26 +349,36 @@ def deliver(staged: StagedFile, config: Config) -> str:
         inbox = config.inbox_dir
         inbox.mkdir(parents=True, exist_ok=True)
         name = inbox_name(staged.client_name, staged.sha256, staged.format, IgnoreRules(config.watch.ignore))
-        source = _same_filesystem(staged.path, inbox)
+        source = staged.path if os.stat(staged.path).st_dev == os.stat(inbox).st_dev else _copy_into(staged.path, inbox)
         try:
-            for candidate in _candidates(name, staged.sha256):
-                try:
-                    rename_noreplace(source, inbox / candidate)
-                    return candidate
-                except FileExistsError:
-                    continue
-            raise FileExistsError(errno.EEXIST, "no free name in the inbox", name)
+            try:
+                return _rename_in(source, inbox, name, staged.sha256)
+            except OSError as error:
+                # Another mount of the same filesystem (a bind mount, systemd's ReadWritePaths=):
+                # the same st_dev, and still no rename across it.
+                if error.errno != errno.EXDEV or source != staged.path:
+                    raise
+                source = _copy_into(staged.path, inbox)
+                return _rename_in(source, inbox, name, staged.sha256)
         finally:
             source.unlink(missing_ok=True)
             staged.path.unlink(missing_ok=True)
 
 
-def _same_filesystem(source: Path, inbox: Path) -> Path:
-    """`source`, or a synced copy of it inside the inbox when the inbox is on another filesystem
-    (a network share): a rename cannot cross filesystems. The copy's hidden `.part` name is
-    one the watcher ignores."""
-    if os.stat(source).st_dev == os.stat(inbox).st_dev:
-        return source
+def _rename_in(source: Path, inbox: Path, name: str, sha256: str) -> str:
+    for candidate in _candidates(name, sha256):
+        try:
+            rename_noreplace(source, inbox / candidate)
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free name in the inbox", name)
+
+
+def _copy_into(source: Path, inbox: Path) -> Path:
+    """A synced copy of `source` inside the inbox, for an inbox a rename cannot reach (another
+    filesystem, a network share, another mount). Its hidden `.part` name is one the watcher
+    ignores, until the rename gives it its name."""
     copy = inbox / f".htx-upload-{secrets.token_hex(8)}.part"
     try:
         with open(source, "rb") as reader, open(copy, "xb") as writer:

@@ -177,6 +177,23 @@ def mounted_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
+@contextmanager
+def bind_mounted(source: Path, mount_point: Path) -> Iterator[Path]:
+    """`source` bind-mounted at `mount_point` (as systemd's ReadWritePaths= or a container's
+    volume does): the same filesystem, another mount (needs root: the test is skipped without)."""
+    import pytest
+
+    source.mkdir(parents=True, exist_ok=True)
+    mount_point.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "--bind", str(source), str(mount_point)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount a folder (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
 def fill(folder: Path) -> Path:
     """Write one file until the filesystem has no room left; returns it."""
     filler = folder / "filler"
