@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon.cli_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, open_database, reason
+from daemon.cli_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, open_database, path_problem, reason
 from daemon.cli_model import cmd_model_download, cmd_model_verify, cmd_recaption
 from models import config as config_module
 from models.config import Config, ConfigError
+from models.files import current_user
 
 log = logging.getLogger("htx")
 
@@ -158,7 +159,9 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     from models.db import display_url
 
-    print(f"# configuration from {config.source or 'built-in defaults'}: OK")
+    from daemon.config_checks import findings
+
+    print(f"# configuration from {config.source or 'built-in defaults'}: valid")
     for section, values in config_module.as_dict(config).items():
         _print_table(section, values)
     print("\n# resolved paths")
@@ -169,7 +172,11 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
         ("store", _store_shown(config)),
     ):
         print(f"# {label}: {path}")
-    return EXIT_OK
+    problems = findings(config)
+    print(f"\n# checked as the user {current_user()}: " + (f"{len(problems)} problem(s)" if problems else "OK"))
+    for problem in problems:
+        print(f"# problem: {problem}")
+    return EXIT_FAILURE if problems else EXIT_OK
 
 
 def cmd_db_migrate(config: Config, args: argparse.Namespace) -> int:
@@ -332,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"htx: configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as error:  # a config file this user may not read
+        print(f"htx: configuration file: {path_problem(error)}", file=sys.stderr)
+        return EXIT_USAGE
     from daemon.logs import configure_logging
 
     configure_logging(config.log)
@@ -340,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(config, args)
     except KeyboardInterrupt:
         return EXIT_OK
+    except OSError as error:
+        # A path that is not there or not this user's: one line, never a traceback.
+        print(f"htx {args.command}: {path_problem(error)}", file=sys.stderr)
+        return EXIT_FAILURE
     except Exception:
         log.exception("htx %s failed", args.command)
         return EXIT_FAILURE

@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from models.config import Config
+from models.files import current_user
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -41,6 +42,16 @@ def open_database(config: Config, command: str, *, readonly: bool = False) -> En
         print(f"{not_yet} (or run `htx db migrate`)", file=sys.stderr)
         return None
     return engine
+
+
+def path_problem(error: OSError) -> str:
+    """An OSError of a path as one line: what, where, and for a permission, as whom."""
+    said = error.strerror or type(error).__name__
+    if error.filename is not None:
+        said += f": {error.filename}"
+    if isinstance(error, PermissionError):
+        said += f" (htx runs as the user {current_user()})"
+    return said
 
 
 def reason(error: Exception) -> str:

@@ -46,7 +46,8 @@ def cmd_recaption(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_model_download(config: Config, args: argparse.Namespace) -> int:
-    from daemon.captions.blip import download, model_source
+    from daemon.captions.blip import download
+    from daemon.captions.model_source import model_source
 
     name = args.name or config.caption.model
     if name == "none":

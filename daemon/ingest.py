@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from tqdm import tqdm
 
+from daemon.cli_common import path_problem
 from daemon.database.records import utcnow
 from daemon.inbox.watcher import IgnoreRules
 from models import status_reads
@@ -114,7 +115,7 @@ def ingest(paths: list[Path], config: Config, *, out: TextIO) -> list[Copied]:
         raise
     except OSError as error:
         before = f" ({len(copied)} file(s) copied into the inbox before it)" if copied else ""
-        raise IngestError(f"{error.strerror or error}: {error.filename}{before}") from None
+        raise IngestError(f"{path_problem(error)}{before}") from None
     return copied
 
 

@@ -158,3 +158,13 @@ def remove_stale_temporaries(folders: list[Path], *, older_than_s: float = STALE
                     except FileNotFoundError:
                         pass
     return removed
+
+
+def current_user() -> str:
+    """The name of the user this process runs as, for messages about permissions."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())

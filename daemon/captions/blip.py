@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from PIL import Image
 
 from daemon.captions.blip_torch import quantize_int8, resolve_dtype, stop_when_set
 from daemon.captions.errors import CaptionCancelled, CaptionerUnavailable
+from daemon.captions.model_source import check_present, local_file, model_source, processor_input_size, unavailable
 from models.config import CaptionConfig
 
 log = logging.getLogger("htx.caption")
@@ -36,82 +36,6 @@ log = logging.getLogger("htx.caption")
 DEFAULT_INPUT_SIZE = 384
 # What a BLIP checkpoint needs; the hub repos also hold pytorch_model.bin and tf_model.h5 copies.
 DOWNLOAD_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where `caption.model` points."""
-
-    name: str  # stored as caption_model: the hub id, or the folder's name (never a server path)
-    location: str  # what from_pretrained gets: the hub id, or the folder's absolute path
-    is_folder: bool
-
-
-def model_source(model: str, base_dir: Path) -> ModelSource:
-    """Read `caption.model`: an existing folder (relative to the config file), else a hub id.
-
-    Something that can only be a path (absolute, ./, ../, ~, more than one slash) is a folder
-    even when it does not exist, so the error says "folder not found" rather than "not cached".
-    """
-    path = Path(model).expanduser()
-    if not path.is_absolute():
-        path = (base_dir / path).resolve()
-    looks_like_path = model.startswith(("/", ".", "~")) or model.count("/") > 1
-    if path.is_dir() or looks_like_path:
-        return ModelSource(name=path.name, location=str(path), is_folder=True)
-    return ModelSource(name=model, location=model, is_folder=False)
-
-
-def processor_input_size(source: ModelSource) -> int | None:
-    """The square edge the saved processor resizes to, read from its JSON without loading it.
-
-    Known before the model loads, so images reduced meanwhile are reduced once, to the right
-    size (the processor would resize others again).
-    """
-    for filename in ("preprocessor_config.json", "processor_config.json"):
-        path = _local_file(source, filename)
-        if path is None:
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        size = data.get("image_processor", data).get("size") if isinstance(data, dict) else None
-        if isinstance(size, dict):
-            size = size.get("height")
-        if isinstance(size, int) and size > 0:
-            return size
-    return None
-
-
-def _local_file(source: ModelSource, filename: str) -> Path | None:
-    if source.is_folder:
-        path = Path(source.location) / filename
-        return path if path.is_file() else None
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(source.location, filename)  # the cache only: never the network
-    return Path(found) if isinstance(found, str) else None
-
-
-def unavailable(source: ModelSource, problem: str, detail: str = "") -> CaptionerUnavailable:
-    """The error for a model that cannot be loaded: a log line with the fix, a short reason."""
-    if source.is_folder:
-        fix = (
-            "set caption.model to a folder holding a saved BLIP model (config.json, "
-            "model.safetensors and the processor files) or to a hub id"
-        )
-        where = f"folder {source.location}"
-    else:
-        fix = (
-            f"run `htx model download {source.name}` on a machine with network access (the daemon "
-            "never downloads at start), or set caption.model to a folder holding a saved BLIP model"
-        )
-        where = source.name
-    return CaptionerUnavailable(
-        f"caption model {where} cannot be loaded: {problem}{': ' + detail if detail else ''}; to fix: {fix}",
-        reason=f"caption model {source.name} not available: {problem}",
-    )
 
 
 # Present where a GPU driver is loaded (NVIDIA's, AMD's ROCm): without one, CUDA cannot be
@@ -237,7 +161,7 @@ class BlipCaptioner:
     def _load(self, progress: Callable[[str], None]) -> None:
         # Checked before torch is imported (seconds): images waiting for a model that is not
         # there get their caption_error at once.
-        self._check_present()
+        check_present(self.source)
 
         device = resolve_device(self.config.device)
         runtime = resolve_runtime(self.config, device)
@@ -310,18 +234,11 @@ class BlipCaptioner:
             release_freed_memory()
         self._model, self._dtype, self._quantized = model, dtype, quantize
 
-    def _check_present(self) -> None:
-        """CaptionerUnavailable, with the fix, when the checkpoint is not where it is said to be."""
-        if self.source.is_folder and not Path(self.source.location).is_dir():
-            raise unavailable(self.source, "folder not found")
-        if not self.source.is_folder and _local_file(self.source, "config.json") is None:
-            raise unavailable(self.source, "not in the local Hugging Face cache")
-
     def _model_folder(self) -> Path:
         """The checkpoint's folder: the configured one, or the hub cache's snapshot."""
         if self.source.is_folder:
             return Path(self.source.location)
-        return Path(_local_file(self.source, "config.json") or "").parent
+        return Path(local_file(self.source, "config.json") or "").parent
 
     def _cache_root(self, model_folder: Path, *, quiet: bool = False) -> Path:
         """Where compiled caches are kept: beside the model, or in the data folder where the
@@ -348,7 +265,7 @@ class BlipCaptioner:
         is well)."""
         from daemon.captions import openvino_blip
 
-        self._check_present()
+        check_present(self.source)
         model_folder = self._model_folder()
         precision = openvino_blip.resolve_precision(self.config.dtype)
         shapes = openvino_blip.Shapes(self.input_size, self.config.max_new_tokens)

@@ -4,8 +4,12 @@ import argparse
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+
+import pytest
 from pathlib import Path
 
 from daemon.cli import main
@@ -31,13 +35,84 @@ def test_check_config_prints_the_effective_settings(tmp_path: Path, capsys) -> N
 def test_check_config_shows_the_object_stores_credentials_as_stars(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("HTX_S3_ACCESS_KEY_ID", "AKIAEXAMPLEKEY")
     monkeypatch.setenv("HTX_S3_SECRET_ACCESS_KEY", "very-secret-value")
-    path = _config_file(tmp_path, '[storage]\nbackend = "s3"\n[storage.s3]\nbucket = "photos"\nendpoint = "http://127.0.0.1:8333"\nallow_http = true\npath_style = true\n')
-    assert main(["--config", str(path), "check-config"]) == 0
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    path = _config_file(tmp_path, f'[storage]\nbackend = "s3"\n[storage.s3]\nbucket = "photos"\nendpoint = "{endpoint}"\nallow_http = true\npath_style = true\n')
+    assert main(["--config", str(path), "check-config"]) == 1
     out = capsys.readouterr().out
+    assert f"# problem: storage.s3: object store unreachable (bucket photos, {endpoint})" in out
     assert "[storage.s3]" in out and 'bucket = "photos"' in out
     assert 'access_key_id = "***"' in out and 'secret_access_key = "***"' in out
     assert "AKIAEXAMPLEKEY" not in out and "very-secret-value" not in out
-    assert "# store: bucket photos at http://127.0.0.1:8333 (credentials set)" in out
+    assert f"# store: bucket photos at {endpoint} (credentials set)" in out
+
+
+def test_a_path_the_command_cannot_use_is_one_line_never_a_traceback(tmp_path: Path, capsys) -> None:
+    (tmp_path / "not-a-folder").write_text("a file where the inbox's folder should be")
+    inbox = tmp_path / "not-a-folder" / "inbox"
+    path = tmp_path / "htx.toml"
+    path.write_text(f'[paths]\ndata_dir = "data"\ninbox = "{inbox}"\n[caption]\nmodel = "none"\n')
+    photo = tmp_path / "photo.jpg"
+    shutil.copyfile(CORPUS_DIR / "flower.jpg", photo)
+    assert main(["--config", str(path), "ingest", str(photo)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"htx ingest: Not a directory: {inbox}"]
+
+
+def test_check_config_names_each_problem_it_can_see(tmp_path: Path, capsys) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    path = tmp_path / "htx.toml"
+    path.write_text(
+        f'[paths]\ndata_dir = "a-file"\ninbox = "{tmp_path / "a-file" / "inbox"}"\n'
+        '[caption]\nmodel = "./models/blip"\n'
+    )
+    assert main(["--config", str(path), "check-config"]) == 1
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("# problem: ")]
+    assert problems == [
+        f"# problem: data folder (paths.data_dir) {tmp_path / 'a-file'}: not a folder",
+        f"# problem: inbox (paths.inbox) {tmp_path / 'a-file' / 'inbox'}: does not exist, and the user root cannot make it; "
+        f"to fix: install -d -o root {tmp_path / 'a-file' / 'inbox'}",
+        f"# problem: caption model folder {tmp_path / 'models' / 'blip'} cannot be loaded: folder not found; to fix: set "
+        "caption.model to a folder holding a saved BLIP model (config.json, model.safetensors and the processor files) or to a hub id",
+    ]
+
+
+def test_check_config_as_a_user_who_may_not_write_the_data_folder_says_so(tmp_path: Path) -> None:
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to check as another user")
+    import daemon.config_checks  # noqa: F401 - loaded before the user changes: the venv is root's
+    import models.db  # noqa: F401
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="htx-check-"))  # pytest's own are root's alone
+    tmp_path.chmod(0o755)
+    (tmp_path / "data").mkdir()
+    path = _config_file(tmp_path)
+    path.chmod(0o644)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            nobody = pwd.getpwnam("nobody")
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            with os.fdopen(writer, "w") as out:
+                sys.stdout = out
+                code = main(["--config", str(path), "check-config"])
+                print(f"exit {code}")
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as answer:
+        said = answer.read()
+    os.waitpid(child, 0)
+    shutil.rmtree(tmp_path)
+    assert "# checked as the user nobody: " in said
+    assert f"# problem: data folder (paths.data_dir) {tmp_path / 'data'}: not writable by the user nobody; to fix: chown nobody: {tmp_path / 'data'}" in said
+    assert said.rstrip().endswith("exit 1")
 
 
 def test_the_config_option_also_follows_the_command(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -45,7 +120,7 @@ def test_the_config_option_also_follows_the_command(tmp_path: Path, capsys, monk
     monkeypatch.delenv(config_module.CONFIG_ENV, raising=False)
     path = _config_file(tmp_path)
     other = tmp_path / "other.toml"
-    other.write_text("[watch]\nsettle_ms = 7\n")
+    other.write_text('[watch]\nsettle_ms = 7\n[caption]\nmodel = "none"\n')
 
     assert main(["check-config", "--config", str(path)]) == 0
     assert "settle_ms = 100" in capsys.readouterr().out

@@ -84,7 +84,7 @@ def test_ingest_of_what_it_may_not_read_says_so_in_one_line(config: Config, tmp_
     finally:
         refused.chmod(0o755)
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == f"htx ingest: Permission denied: {refused}"
+    assert result.stderr.strip().splitlines()[-1] == f"htx ingest: Permission denied: {refused} (htx runs as the user root)"
     assert "Traceback" not in result.stderr
     assert not (config.inbox_dir / "photos" / "inner" / "hopper.jpg").exists()
 

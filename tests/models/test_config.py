@@ -183,7 +183,7 @@ def test_check_config_never_prints_the_database_password(tmp_path: Path, monkeyp
 
     monkeypatch.setenv(config_module.DATABASE_URL_ENV, "postgresql+psycopg://htx:s3cret@db.example.org/htx")
     assert main(["--config", str(tmp_path / "none.toml"), "check-config"]) == 2  # no such file
-    (tmp_path / "htx.toml").write_text("")
+    (tmp_path / "htx.toml").write_text('[caption]\nmodel = "none"\n')
     assert main(["--config", str(tmp_path / "htx.toml"), "check-config"]) == 0
     out = capsys.readouterr().out
     assert "s3cret" not in out and 'url = "postgresql+psycopg://htx:***@db.example.org/htx"' in out

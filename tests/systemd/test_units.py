@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import configparser
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,33 @@ def test_the_admin_wrapper_runs_htx_as_the_daemon_does() -> None:
     assert f"runuser -u {service['User']} -- {INSTALLED_HTX} " in wrapper
     assert f"[ -r {service['EnvironmentFile'].lstrip('-')} ]" in wrapper
     assert subprocess.run(["sh", "-n", str(UNITS_DIR / "htx-admin")], check=False).returncode == 0
+
+
+def test_the_admin_wrapper_keeps_the_callers_folder_when_the_service_user_may_enter_it(tmp_path: Path) -> None:
+    """`htx ingest photo.jpg` in /srv/scans means /srv/scans/photo.jpg; from root's home, which
+    the service user may not enter, the command runs from the service's folder instead."""
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("needs root and runuser, as the wrapper does")
+    open_folder = Path(tempfile.mkdtemp(prefix="htx-admin-"))
+    try:
+        open_folder.chmod(0o755)
+        service_home, scans, shut = (open_folder / name for name in ("service-home", "scans", "shut"))
+        for folder in (service_home, scans, shut):
+            folder.mkdir()
+            folder.chmod(0o755)
+        shut.chmod(0o700)  # as /root is
+        fake_htx = open_folder / "htx"
+        fake_htx.write_text('#!/bin/sh\necho "$(pwd) $*"\n')
+        fake_htx.chmod(0o755)
+        wrapper = open_folder / "htx-admin"
+        text = (UNITS_DIR / "htx-admin").read_text()
+        text = text.replace("runuser -u htx", "runuser -u nobody").replace(INSTALLED_HTX, str(fake_htx))
+        text = text.replace("cd /var/lib/htx", f"cd {service_home}").replace("/etc/htx/env", str(open_folder / "no-env"))
+        wrapper.write_text(text)
+        wrapper.chmod(0o755)
+        for where, expected in ((scans, scans), (shut, service_home)):
+            ran = subprocess.run([str(wrapper), "ingest", "photo.jpg"], cwd=where, capture_output=True, text=True, timeout=30)
+            assert ran.returncode == 0, ran.stderr
+            assert ran.stdout.strip() == f"{expected} ingest photo.jpg"
+    finally:
+        shutil.rmtree(open_folder)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.captions.blip import DEFAULT_INPUT_SIZE, BlipCaptioner, model_source
+from daemon.captions.blip import DEFAULT_INPUT_SIZE, BlipCaptioner
+from daemon.captions.model_source import model_source
 from daemon.captions.errors import CaptionCancelled, CaptionerUnavailable
 from models.config import CaptionConfig
 from tests.daemon.blip_fixtures import IMAGE_SIZE, SPECIAL, WORDS, SetOnLook, sample_images
