@@ -31,7 +31,7 @@ DATABASE_ERRORS = (DBAPIError, sqlite3.DatabaseError)
 NOT_CREATED_YET = (OperationalError, InterfaceError, ProgrammingError, sqlite3.OperationalError)
 
 UNSUPPORTED_MESSAGE = "Only JPEG and PNG files are allowed."
-DATABASE_UNAVAILABLE = "The database is not available: it is not created yet (the daemon creates it) or not reachable."
+DATABASE_UNAVAILABLE = "The database is not available: it is not created yet (the daemon creates it when it starts)."
 DATABASE_DAMAGED = "The database file is damaged or is not an HTX database: the server's log says more."
 DISK_FULL = "The server's disk is full: try again later."
 STORE_UNREACHABLE = "The image store cannot be reached: try again later."

@@ -55,9 +55,10 @@ def problem_of(error: BaseException) -> str | None:
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return UNREACHABLE
     if isinstance(error, (OperationalError, InterfaceError)) and sqlite3 is not None and not isinstance(orig, sqlite3.Error):
-        # psycopg's OperationalError without a code: the connection could not be made
-        if "connect" in text or "server" in text or "timeout" in text:
-            return UNREACHABLE
+        # psycopg's OperationalError without a code is the client's: the connection could not
+        # be made or was lost (refused, a name that does not resolve, no route), never a
+        # missing schema, which the server reports with its code.
+        return UNREACHABLE
     return None
 
 

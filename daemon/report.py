@@ -36,7 +36,8 @@ def stats_table(
         f"{'  total':<24}{_ms(stats.average_ms):>12}{_ms(stats.p50_ms):>12}{_ms(stats.p95_ms):>12}",
     ]
     for stage, average in stats.stage_average_ms.items():
-        lines.append(f"  {stage:<22}{_ms(average):>12}")
+        if average:  # a stage nothing ran (no caption model): no line, rather than "0.0 ms"
+            lines.append(f"  {stage:<22}{_ms(average):>12}")
     lines.append("")
     model = stats.caption_model or "none"
     device = f" on {stats.caption_device}" if stats.caption_device else ""

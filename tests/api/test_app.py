@@ -48,7 +48,7 @@ def test_without_a_database_reads_answer_503_json(config: Config) -> None:
         for path in ("/api/images", "/api/images/1", "/api/stats", "/api/images/1/thumbnails/small"):
             response = client.get(path)
             assert response.status_code == 503, path
-            assert response.json() == {"error": "The database is not available: it is not created yet (the daemon creates it) or not reachable."}
+            assert response.json() == {"error": "The database is not available: it is not created yet (the daemon creates it when it starts)."}
         assert client.get("/api/ping").status_code == 200
     assert not (config.data_dir / "htx.db").exists()  # the API created no database
 

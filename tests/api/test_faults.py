@@ -136,3 +136,16 @@ def test_a_stopped_server_logs_once_not_per_request(library: Library, caplog: py
     assert "unreachable" in answers[0].json()["error"]
     problems = [record for record in caplog.records if "database problem" in record.getMessage()]
     assert len(problems) == 1, [record.getMessage() for record in caplog.records]
+
+
+@pytest.mark.parametrize(
+    "said",
+    ['could not translate host name "db.example.org" to address: Name or service not known', "Network is unreachable", "SSL SYSCALL error: EOF detected"],
+)
+def test_a_database_server_that_cannot_be_reached_is_said_to_be_unreachable_not_missing(said: str) -> None:
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from api.faults import UNREACHABLE, problem_of
+
+    assert problem_of(OperationalError("SELECT 1", {}, psycopg.OperationalError(said))) == UNREACHABLE

@@ -22,9 +22,9 @@ from models import config as config_module
 from tests.api.live import Htx, write_config
 from tests.helpers import CorpusFile, corpus, finished, read_images, wait_for
 
+_MISSING = [tool for tool in ("rsync", "curl") if shutil.which(tool) is None]
 pytestmark = pytest.mark.skipif(
-    shutil.which("rsync") is None or shutil.which("curl") is None,
-    reason="rsync and curl are needed (.ci/run installs them from Debian's packages)",
+    bool(_MISSING), reason=f"{' and '.join(_MISSING)} needed (.ci/run installs them from Debian's packages)"
 )
 
 

@@ -50,3 +50,14 @@ def test_stats_name_the_caption_runtime() -> None:
     )
     lines = stats_table(stats, None, now=now)
     assert "caption model Salesforce/blip-image-captioning-base on cpu (openvino bfloat16)" in lines
+
+
+def test_a_stage_nothing_ran_gets_no_line_rather_than_zero_ms() -> None:
+    stats = Stats(
+        by_status=dict.fromkeys(STATUSES, 0) | {"done": 3}, average_ms=40.0, p50_ms=38.0, p95_ms=50.0,
+        stage_average_ms={"hash": 1.5, "metadata": 2.0, "thumbnails": 30.0, "caption": 0.0},
+        processed_last_hour=3, caption_model=None, caption_device=None, caption_runtime=None,
+    )
+    lines = stats_table(stats, None, now=datetime(2026, 12, 3))
+    assert any(line.split() == ["thumbnails", "30", "ms"] for line in lines)
+    assert not any(line.strip().startswith("caption ") and "ms" in line for line in lines), lines
