@@ -17,6 +17,7 @@ from typing import Any
 
 from daemon.cli_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, open_database, path_problem, reason
 from daemon.cli_model import cmd_model_download, cmd_model_verify, cmd_recaption
+from daemon.cli_storage import add_storage_commands
 from models import config as config_module
 from models.config import Config, ConfigError
 from models.files import current_user
@@ -322,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the target, e.g. postgresql+psycopg://htx@dbhost/htx (a password: PGPASSWORD or ~/.pgpass)",
     )
+
+    add_storage_commands(commands, command)
 
     model = command(commands, "model", "the caption model: fetch it for offline use")
     model_actions = model.add_subparsers(dest="action", metavar="ACTION", required=True)

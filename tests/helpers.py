@@ -151,11 +151,19 @@ def htx_command(config_file: Path, *args: str) -> list[str]:
 
 
 def write_toml(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    """A configuration file from {section: {key: value}} (strings, numbers, booleans, lists)."""
-    lines = []
-    for name, values in sections.items():
+    """A configuration file from {section: {key: value}} (strings, numbers, booleans, lists,
+    and tables inside a section: {"storage": {"s3": {...}}} is [storage.s3])."""
+    lines: list[str] = []
+
+    def table(name: str, values: dict[str, Any]) -> None:
         lines.append(f"[{name}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items() if not isinstance(value, dict))
+        for key, value in values.items():
+            if isinstance(value, dict):
+                table(f"{name}.{key}", value)
+
+    for name, values in sections.items():
+        table(name, values)
     path.write_text("\n".join(lines) + "\n")
     return path
 
