@@ -53,6 +53,13 @@ def create_app(config: Config) -> Starlette:
         engine = make_engine(config.database_url, readonly=True, application_name="htx-api")
         context.reader = Reader(engine, context.faults)
         context.writer = Writer(config.database_url)
+        if store.remote:
+            # This machine's folder holds only uploads on their way in: the images are in the
+            # bucket, and the daemon that makes the folder may run elsewhere.
+            try:
+                config.uploads_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                log.warning("cannot make the folder for uploads: %s", error.strerror)
         removed = remove_stale_parts(config.uploads_dir)
         if removed:
             log.info("removed %d unfinished upload(s) left in %s", removed, config.uploads_dir)
