@@ -17,7 +17,7 @@ from typing import Any
 
 from daemon.cli_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, open_database, path_problem, reason
 from daemon.cli_model import cmd_model_download, cmd_model_verify, cmd_recaption
-from daemon.cli_storage import add_storage_commands
+from daemon.cli_storage import COPY_NOTES, cmd_storage_copy, cmd_storage_gc, min_age
 from models import config as config_module
 from models.config import Config, ConfigError
 from models.files import current_user
@@ -324,7 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the target, e.g. postgresql+psycopg://htx@dbhost/htx (a password: PGPASSWORD or ~/.pgpass)",
     )
 
-    add_storage_commands(commands, command)
+    storage = command(commands, "storage", "the store of originals and thumbnails: remove orphans, copy it into the other store")
+    storage_actions = storage.add_subparsers(dest="action", metavar="ACTION", required=True)
+    gc = command(storage_actions, "gc", "list the objects no record points to (a crash's leftovers); --delete removes them", cmd_storage_gc)
+    gc.add_argument("--delete", action="store_true", help="remove them (default: only list them)")
+    gc.add_argument("--min-age-s", type=min_age, default=3600.0, metavar="S", help="leave younger objects alone (default 3600: a registration puts before it commits)")
+    store_copy = command(
+        storage_actions, "copy", "copy every object into the other store, each checked by its sha256 (stop the daemons first; switch storage.backend after)", cmd_storage_copy
+    )
+    store_copy.epilog = COPY_NOTES
+    store_copy.add_argument("--to", required=True, choices=("s3", "folder"), help="s3: the bucket of [storage.s3]; folder: paths.data_dir")
 
     model = command(commands, "model", "the caption model: fetch it for offline use")
     model_actions = model.add_subparsers(dest="action", metavar="ACTION", required=True)
