@@ -1,4 +1,6 @@
 """The endpoints that act on one image: its original, delete, process again, caption again.
+Each action is also a plain function (delete_one, reprocess, recaption) that api.batch runs
+for many images; their refusals are ApiErrors, as the endpoints answer them.
 
 The writes are models.actions' short transactions, on the writer's connection; they need the
 upload token when api.upload_token is set. The daemon does the work of a reprocess or a
@@ -16,7 +18,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 
 from api import serialize
 from api.context import base_url, context, reader, writer
-from api.errors import Conflict, InsufficientStorage, NotFound, ServiceUnavailable
+from api.errors import ApiError, Conflict, InsufficientStorage, NotFound, ServiceUnavailable
 from api.params import etags, image_id_of
 from api.serialize import JsonResponse
 from api.stored_files import chunks_of, content_disposition, open_stored, presigned, unavailable
@@ -28,9 +30,16 @@ log = logging.getLogger("htx.api")
 
 _GONE = "The image's original is no longer stored on the server: it cannot be {action}. Drop the same file into the inbox again to put it back, or delete the image."
 TRASH_FULL = "The trash folder (paths.trash) is full: the image was not deleted. Make room there and try again."
+CAPTIONS_OFF = "Captions are off: set caption.model in the configuration first."
 TRASH_BROKEN = "The trash folder (paths.trash) is not a folder the server can write to: the image was not deleted."
 
-_FORMAT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+_FORMAT_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "HEIF": "image/heic",
+    "WEBP": "image/webp",
+    "AVIF": "image/avif",
+}
 
 
 async def get_original(request: Request) -> Response:
@@ -106,9 +115,15 @@ async def delete_image(request: Request) -> Response:
       507:
         description: paths.trash has no room for the original; nothing was deleted
     """
+    check_token(request, context(request).config)
+    await delete_one(request, image_id_of(request))
+    return Response(status_code=204)
+
+
+async def delete_one(request: Request, image_id: int) -> None:
+    """Delete one image as DELETE /api/images/{image_id} does (api.batch too); an ApiError
+    says why not."""
     config = context(request).config
-    check_token(request, config)
-    image_id = image_id_of(request)
     image = await writer(request).run(actions.deletable_image, image_id)
     if image is None:
         await _unchanged(request, image_id, "deleted")
@@ -135,7 +150,6 @@ async def delete_image(request: Request) -> Response:
         await _unchanged(request, image_id, "deleted")
     await run_in_threadpool(actions.remove_files, deleted, context(request).store, staged)
     log.info("image %d (sha256 %s): deleted", image_id, deleted.sha256[:12])
-    return Response(status_code=204)
 
 
 async def reprocess_image(request: Request) -> Response:
@@ -157,13 +171,22 @@ async def reprocess_image(request: Request) -> Response:
     """
     check_token(request, context(request).config)
     image_id = image_id_of(request)
-    store = context(request).store
-    reprocessing = await writer(request).run(actions.mark_for_reprocessing, [image_id], failed_only=False, store=store)
-    if reprocessing.gone:
-        raise Conflict(_GONE.format(action="processed again"))
-    if not reprocessing.marked:
-        await _unchanged(request, image_id, "processed again")
+    refused = (await reprocess(request, [image_id]))[image_id]
+    if refused is not None:
+        raise refused
     return _queued(request, image_id)
+
+
+async def reprocess(request: Request, image_ids: list[int]) -> dict[int, ApiError | None]:
+    """Finished images queued to be processed again, as POST .../reprocess does (api.batch
+    too), in one transaction: for each id, None, or the ApiError saying why not."""
+    if not image_ids:  # mark_for_reprocessing takes no ids as all of them
+        return {}
+    store = context(request).store
+    reprocessing = await writer(request).run(actions.mark_for_reprocessing, image_ids, failed_only=False, store=store)
+    outcome: dict[int, ApiError | None] = dict.fromkeys(reprocessing.marked)
+    outcome |= {image_id: Conflict(_GONE.format(action="processed again")) for image_id in reprocessing.gone}
+    return outcome | await _refusals(request, [image_id for image_id in image_ids if image_id not in outcome], "processed again")
 
 
 async def recaption_image(request: Request) -> Response:
@@ -185,12 +208,21 @@ async def recaption_image(request: Request) -> Response:
     """
     check_token(request, context(request).config)
     image_id = image_id_of(request)
-    if not context(request).config.caption.enabled:
-        raise Conflict('Captions are off: set caption.model in the configuration first.')
-    if not await writer(request).run(actions.mark_for_recaption, [image_id]):
-        await _unchanged(request, image_id, "captioned again", allowed=("done",))
+    refused = (await recaption(request, [image_id]))[image_id]
+    if refused is not None:
+        raise refused
     # It stays done, with its caption until the new one replaces it.
     return _queued(request, image_id, {"status": "done", "caption_status": "pending"})
+
+
+async def recaption(request: Request, image_ids: list[int]) -> dict[int, ApiError | None]:
+    """Done images queued for the caption stage, as POST .../recaption does (api.batch too),
+    in one transaction: for each id, None, or the ApiError saying why not."""
+    if not context(request).config.caption.enabled:
+        return {image_id: Conflict(CAPTIONS_OFF) for image_id in image_ids}
+    outcome: dict[int, ApiError | None] = dict.fromkeys(await writer(request).run(actions.mark_for_recaption, image_ids))
+    rest = [image_id for image_id in image_ids if image_id not in outcome]
+    return outcome | await _refusals(request, rest, "captioned again", allowed=("done",))
 
 
 def _queued(request: Request, image_id: int, state: dict[str, str] | None = None) -> JsonResponse:
@@ -199,15 +231,29 @@ def _queued(request: Request, image_id: int, state: dict[str, str] | None = None
     return JsonResponse(body, status_code=202, headers={"Location": url})
 
 
-async def _unchanged(request: Request, image_id: int, action: str, *, allowed: tuple[str, ...] = actions.FINISHED) -> None:
+async def _unchanged(request: Request, image_id: int, action: str) -> None:
     """Raise why an image could not be `action`: it does not exist, or is not in a state for it."""
-    statuses = await reader(request).run(actions.image_statuses, [image_id])
-    status = statuses.get(image_id)
+    raise (await _refusals(request, [image_id], action))[image_id]
+
+
+async def _refusals(
+    request: Request, image_ids: list[int], action: str, *, allowed: tuple[str, ...] = actions.FINISHED
+) -> dict[int, ApiError]:
+    """Why each of these images could not be `action`, read after the attempt."""
+    if not image_ids:
+        return {}
+    statuses = await reader(request).run(actions.image_statuses, image_ids)
+    return {image_id: refusal(statuses.get(image_id), action, allowed) for image_id in image_ids}
+
+
+def refusal(status: str | None, action: str, allowed: tuple[str, ...]) -> ApiError:
+    """Why an image of `status` (None: no such image) was not `action`: it does not exist, or
+    is not in a state for it, or its original is gone."""
     if status is None:
-        raise NotFound("No image with this id.")
+        return NotFound("No image with this id.")
     needs = " or ".join(allowed)
     if status in ("pending", "processing"):
-        raise Conflict(f"The image is {status}: it can be {action} once it is {needs}.", headers={"Retry-After": "1"})
+        return Conflict(f"The image is {status}: it can be {action} once it is {needs}.", headers={"Retry-After": "1"})
     if status not in allowed:
-        raise Conflict(f"The image is {status}: only an image that is {needs} can be {action}.")
-    raise Conflict(_GONE.format(action=action))
+        return Conflict(f"The image is {status}: only an image that is {needs} can be {action}.")
+    return Conflict(_GONE.format(action=action))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from starlette.exceptions import HTTPException
@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from api.faults import problem_of
 from api.serialize import JsonResponse
+from models.formats import DEFAULT_ACCEPTED, spoken
 from models.store_fault import StoreFault
 
 log = logging.getLogger("htx.api")
@@ -35,6 +36,14 @@ DATABASE_UNAVAILABLE = "The database is not available: it is not created yet (th
 DATABASE_DAMAGED = "The database file is damaged or is not an HTX database: the server's log says more."
 DISK_FULL = "The server's disk is full: try again later."
 STORE_UNREACHABLE = "The image store cannot be reached: try again later."
+
+
+def unsupported_message(accepted: Collection[str]) -> str:
+    """The 400 for an upload of another format: the original API's words under the default
+    `pipeline.formats`, else the formats it accepts ("Only JPEG, PNG and HEIF files ...")."""
+    if accepted == DEFAULT_ACCEPTED:
+        return UNSUPPORTED_MESSAGE
+    return f"Only {spoken(accepted)} files are allowed."
 
 
 class ApiError(Exception):

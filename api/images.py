@@ -8,6 +8,7 @@ import binascii
 import logging
 import re
 import time
+from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -42,28 +43,74 @@ def _limit(request: Request) -> int:
     return limit
 
 
-def encode_cursor(before_id: int) -> str:
-    """Opaque to clients, so the keyset behind it can change without breaking them."""
-    return base64.urlsafe_b64encode(f"before:{before_id}".encode()).decode().rstrip("=")
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next page starts: below this id, and by order=taken below this sort key."""
+
+    order: str
+    before_id: int
+    key: str | None = None
 
 
-def decode_cursor(cursor: str) -> int:
+# A sort key as models.tables.sort_key writes it ("" is the column's default, for a row
+# written by hand).
+_SORT_KEY = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})?")
+
+
+def encode_cursor(before_id: int, key: str | None = None) -> str:
+    """Opaque to clients, so the keyset behind it can change without breaking them: by arrival
+    "before:<id>", as ever; by when taken "taken:<id>:<sort key>"."""
+    text = f"before:{before_id}" if key is None else f"taken:{before_id}:{key}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Cursor:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
-    prefix, _, number = text.partition(":")
-    before_id = whole_number(number) if prefix == "before" else None
-    if before_id is None:
-        raise BadRequest("cursor is not valid: pass back the next_cursor of a previous page.")
-    return before_id
+    prefix, _, rest = text.partition(":")
+    if prefix == "before":
+        before_id = whole_number(rest)
+        if before_id is not None:
+            return Cursor("received", before_id)
+    elif prefix == "taken":
+        number, _, key = rest.partition(":")
+        before_id = whole_number(number)
+        if before_id is not None and _SORT_KEY.fullmatch(key):
+            return Cursor("taken", before_id, key)
+    raise BadRequest("cursor is not valid: pass back the next_cursor of a previous page.")
 
 
-def _status(request: Request) -> str | None:
-    status = request.query_params.get("status")
-    if status is not None and status not in STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(STATUSES)}.")
-    return status
+def _cursor(request: Request, order: str) -> Cursor | None:
+    raw = request.query_params.get("cursor")
+    if not raw:
+        return None
+    cursor = decode_cursor(raw)
+    if cursor.order != order:
+        raise BadRequest(
+            f"cursor was made for order={cursor.order}, not order={order}: pass it back with the order of the "
+            "page it came from, or start again without a cursor."
+        )
+    return cursor
+
+
+def _order(request: Request) -> str:
+    order = request.query_params.get("order", "received")
+    if order not in image_reads.ORDERS:
+        raise BadRequest("order must be received (newest arrival first, the default) or taken (newest capture first).")
+    return order
+
+
+def _statuses(request: Request) -> tuple[str, ...] | None:
+    """One status or several, comma-separated (or the parameter given again); None: all."""
+    given = request.query_params.getlist("status")
+    if not given:
+        return None
+    statuses = tuple(name.strip() for text in given for name in text.split(","))
+    if not all(name in STATUSES for name in statuses):
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}, or several of them separated by commas.")
+    return statuses
 
 
 def _search(request: Request) -> str | None:
@@ -90,47 +137,80 @@ def _sha256(request: Request) -> str | None:
 
 
 async def list_images(request: Request) -> Response:
-    """Newest first, keyset paginated; filtered by status, digest, or words.
+    """Newest first, keyset paginated; filtered by statuses, digest, or words.
     ---
-    summary: List images, newest first
+    summary: List images, newest first (by arrival, or by when taken)
     tags: [images]
     parameters:
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 50}}
-      - {name: cursor, in: query, description: next_cursor of the previous page, schema: {type: string}}
-      - {name: status, in: query, schema: {type: string, enum: [pending, processing, done, failed]}}
+      - name: cursor
+        in: query
+        description: >-
+          next_cursor of the previous page, passed with the same order (a cursor of the other
+          order is a 400)
+        schema: {type: string}
+      - name: order
+        in: query
+        description: >-
+          received (the default): newest arrival first, by id. taken: newest capture first, by
+          the EXIF capture time (metadata.taken_at, the camera's local time), or the arrival
+          (received_at, UTC) for an image without one (and while pending, or failed before its
+          metadata was read), ties newest id first. taken cannot be combined with q (400)
+        schema: {type: string, enum: [received, taken], default: received}
+      - name: status
+        in: query
+        description: >-
+          one status, or several separated by commas (pending,processing,done: all but the
+          failed ones)
+        schema: {type: string, example: "pending,processing,done"}
       - {name: sha256, in: query, description: the image with these bytes, schema: {type: string}}
       - name: q
         in: query
         description: >-
           words to find in file names and captions: each word, as the start of a word, must
-          appear (case and accents ignored); at most 200 characters
+          appear (case and accents ignored); at most 200 characters. Results come by arrival
+          only: not with order=taken
         schema: {type: string, maxLength: 200}
     responses:
       200:
         description: >-
-          {"items": [{"id", "image_id", "filename", "status", "received_at", "error", "caption",
-          "caption_error", "thumbnails": {"small", "medium"}, "links"}], "next_cursor", "limit"}
+          {"items": [{"id", "image_id", "filename", "status", "received_at", "error",
+          "can_reprocess", "caption", "caption_status", "caption_error", "thumbnails": {"small",
+          "medium"}, "links"}], "next_cursor", "limit"}. can_reprocess: whether processing it
+          again can change its outcome (done; failed for a reason other than its file's:
+          not unsupported, corrupt, too_large or missing)
       400:
-        description: a parameter is not valid
+        description: >-
+          a parameter is not valid: an unknown order or status, a cursor of the other order,
+          order=taken with q
       503:
         description: no database yet (the daemon has not run)
     """
     limit = _limit(request)
-    cursor = request.query_params.get("cursor")
+    order = _order(request)
+    search = _search(request)
+    if order == "taken" and search is not None:
+        raise BadRequest("order=taken cannot be combined with q: search results come newest arrival first.")
+    cursor = _cursor(request, order)
     page = await reader(request).run(
         image_reads.list_images,
         limit=limit,
-        before_id=decode_cursor(cursor) if cursor else None,
-        status=_status(request),
+        before_id=cursor.before_id if cursor else None,
+        before_key=cursor.key if cursor else None,
+        status=_statuses(request),
         sha256=_sha256(request),
-        search=_search(request),
+        search=search,
+        order=order,
     )
     base = base_url(request)
     captions = context(request).config.caption.enabled
+    next_cursor = None
+    if page.next_before_id is not None:
+        next_cursor = encode_cursor(page.next_before_id, page.next_key if order == "taken" else None)
     return JsonResponse(
         {
             "items": [serialize.summary(row, base, captions=captions) for row in page.items],
-            "next_cursor": encode_cursor(page.next_before_id) if page.next_before_id is not None else None,
+            "next_cursor": next_cursor,
             "limit": limit,
         }
     )
@@ -230,7 +310,8 @@ async def get_image(request: Request) -> Response:
     responses:
       200:
         description: >-
-          {"id", "image_id" (the same), "filename", "status", "error", "error_kind", "sha256", "received_at",
+          {"id", "image_id" (the same), "filename", "status", "error", "error_kind", "can_reprocess" (as in the
+          list), "sha256", "received_at",
           "processed_at", "processing_ms", "timings_ms", "metadata", "caption", "caption_model",
           "caption_device", "caption_runtime", "caption_status", "caption_error", "thumbnails": {"small", "medium"},
           "links"}

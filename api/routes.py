@@ -1,10 +1,10 @@
 """The route table: every endpoint of the API, by path.
 
-Each endpoint lives with its resource (api.images, api.thumbnails, api.actions, api.status,
-api.metrics, api.docs, api.access); its docstring's YAML, after `---`, is its OpenAPI entry
-(/api/openapi.json). Handlers parse and check the request, run the reads of the models.*_reads
-modules through the context's reader, and shape the answer with api.serialize; errors are
-raised as ApiError subclasses.
+Each endpoint lives with its resource (api.images, api.thumbnails, api.actions, api.batch,
+api.status, api.metrics, api.docs, api.access); its docstring's YAML, after `---`, is its
+OpenAPI entry (/api/openapi.json). Handlers parse and check the request, run the reads of the
+models.*_reads modules through the context's reader, and shape the answer with api.serialize;
+errors are raised as ApiError subclasses.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from starlette.endpoints import HTTPEndpoint
 from starlette.routing import Route
 
-from api import access, actions, docs, images, metrics, status, thumbnails
+from api import access, actions, batch, docs, images, metrics, status, thumbnails
 
 
 class Images(HTTPEndpoint):
@@ -30,6 +30,8 @@ class OneImage(HTTPEndpoint):
 ROUTES = [
     Route("/api/ping", status.ping, methods=["GET"]),
     Route("/api/images", Images),
+    # Before /api/images/{image_id}, which would take "batch" for an id.
+    Route("/api/images/batch", batch.batch_images, methods=["POST"]),
     Route("/api/images/{image_id}", OneImage),
     Route("/api/images/{image_id}/original", actions.get_original, methods=["GET"]),
     Route("/api/images/{image_id}/reprocess", actions.reprocess_image, methods=["POST"]),

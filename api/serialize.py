@@ -50,6 +50,29 @@ def caption_status(row: Mapping[str, Any], *, captions: bool) -> str | None:
     return None
 
 
+# The kinds of failure (models.tables.ERROR_KINDS) that processing the image again would only
+# repeat: the file itself is the problem, or there is no file left to process.
+FINAL_ERROR_KINDS = frozenset(
+    {
+        "unsupported",  # not a JPEG or PNG, by its bytes
+        "corrupt",  # its bytes do not decode
+        "too_large",  # over pipeline.max_pixels (or the byte limit): the same bytes stay over it
+        "missing",  # gone before it was processed, or its stored original is: nothing to read
+    }
+)
+
+
+def can_reprocess(row: Mapping[str, Any]) -> bool:
+    """Whether processing the image again (POST /api/images/{id}/reprocess) can change its
+    outcome: a done image, yes (a newer daemon, other settings, a caption model since); a
+    failed one unless its `error_kind` is in FINAL_ERROR_KINDS, so yes for `internal` (the
+    server failed, not the file) and for a failure without a kind or of a kind this server
+    does not know (trying again is how to find out); pending or processing, no: not finished."""
+    if row["status"] == "done":
+        return True
+    return row["status"] == "failed" and row["error_kind"] not in FINAL_ERROR_KINDS
+
+
 def summary(row: Mapping[str, Any], base: str, *, captions: bool = True) -> dict[str, Any]:
     """One item of the list: what a gallery tile shows, so a page of them needs no other request.
 
@@ -64,6 +87,7 @@ def summary(row: Mapping[str, Any], base: str, *, captions: bool = True) -> dict
         "status": row["status"],
         "received_at": timestamp(row["received_at"]),
         "error": row["error"],
+        "can_reprocess": can_reprocess(row),
         "caption": row["caption"],
         "caption_status": caption_status(row, captions=captions),
         "caption_error": row["caption_error"],
@@ -110,6 +134,7 @@ def record_json(row: Mapping[str, Any], base: str, *, captions: bool = True, **e
         "status": row["status"],
         "error": row["error"],
         "error_kind": row["error_kind"],
+        "can_reprocess": can_reprocess(row),
         "sha256": row["sha256"],
         "received_at": timestamp(row["received_at"]),
         "processed_at": timestamp(row["processed_at"]),

@@ -3,9 +3,10 @@
 The body is parsed as it arrives (python-multipart's push parser), and the `file` part goes
 straight to `uploads/<random>.part` with a running SHA-256 and size, so an upload never sits in
 memory whole. Its type is decided by its first bytes (`sniff_format`, as the daemon does), not by
-its name or content type, and as soon as they arrive: anything but JPEG or PNG is refused at
-once and leaves nothing behind. A damaged or empty JPEG/PNG is accepted: the daemon records it
-as failed with the reason, exactly as if it had been dropped into the inbox.
+its name or content type, and as soon as they arrive: anything but JPEG, PNG and the formats
+`pipeline.formats` adds is refused at once and leaves nothing behind. A damaged or empty file
+of an accepted format is accepted: the daemon records it as failed with the reason, exactly as
+if it had been dropped into the inbox.
 
 Delivery is a rename into the inbox, so the watcher sees one moved-in event, under the name
 the client gave (sanitised), never replacing a file already there.
@@ -38,17 +39,17 @@ from api.context import Reader, context
 from api.errors import (
     DATABASE_ERRORS,
     DISK_FULL,
-    UNSUPPORTED_MESSAGE,
     BadRequest,
     ContentTooLarge,
     InsufficientStorage,
     Unauthorized,
     UnsupportedMediaType,
+    unsupported_message,
 )
 from api.guesses import client_address
 from models import image_reads
 from models.config import Config
-from models.formats import EXTENSIONS, SNIFF_BYTES, sniff_format
+from models.formats import EXTENSIONS, SNIFF_BYTES, accepted_formats, sniff_format
 from models.ignore import IgnoreRules
 from models.image_errors import CorruptImage, UnsupportedFormat
 from models.names import display_name
@@ -86,7 +87,7 @@ class StagedFile:
     sha256: str
     size_bytes: int
     client_name: str | None
-    format: str | None  # "JPEG" or "PNG" by the bytes; None for a damaged or empty file
+    format: str | None  # "JPEG", "PNG", "HEIF"... by the bytes; None for a damaged or empty file
 
     def discard(self) -> None:
         """Remove the staging file, whatever happens: closing flushes what is buffered, which
@@ -105,10 +106,11 @@ class StagedFile:
 class _FileWriter:
     """Writes the `file` part to its staging file, hashing, counting and sniffing as it goes."""
 
-    def __init__(self, path: Path, limit: int, client_name: str | None) -> None:
+    def __init__(self, path: Path, limit: int, client_name: str | None, accepted: frozenset[str]) -> None:
         self.path = path
         self.limit = limit
         self.client_name = client_name
+        self.accepted = accepted
         # "x": never follow or replace anything already under this random name.
         self.handle: BinaryIO = open(path, "xb")  # noqa: SIM115 - closed by StagedFile
         self.digest = hashlib.sha256()
@@ -133,9 +135,9 @@ class _FileWriter:
     def sniff(self) -> None:
         self.sniffed = True
         try:
-            self.format = sniff_format(bytes(self.head))
+            self.format = sniff_format(bytes(self.head), self.accepted)
         except UnsupportedFormat:
-            raise BadRequest(UNSUPPORTED_MESSAGE) from None
+            raise BadRequest(unsupported_message(self.accepted)) from None
         except CorruptImage:
             self.format = None  # the daemon will record it as failed, with the reason
 
@@ -153,9 +155,10 @@ def _decode_name(raw: bytes) -> str:
 class _UploadParser:
     """python-multipart callbacks: the one `file` part is written out, other parts are skipped."""
 
-    def __init__(self, staging_dir: Path, limit: int) -> None:
+    def __init__(self, staging_dir: Path, limit: int, accepted: frozenset[str]) -> None:
         self.staging_dir = staging_dir
         self.limit = limit
+        self.accepted = accepted
         self.writer: _FileWriter | None = None
         self.complete = False
         self._in_file = False
@@ -196,7 +199,7 @@ class _UploadParser:
             raise BadRequest("Send one file per request.")
         raw_name = options.get(b"filename")
         path = self.staging_dir / f"{secrets.token_hex(16)}.part"
-        self.writer = _FileWriter(path, self.limit, _decode_name(raw_name) if raw_name else None)
+        self.writer = _FileWriter(path, self.limit, _decode_name(raw_name) if raw_name else None, self.accepted)
         self._in_file = True
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -223,7 +226,7 @@ def _boundary(request: Request) -> bytes:
 
 async def receive(request: Request, config: Config) -> StagedFile:
     """Stream the request's `file` part into uploads/; raise an ApiError and leave nothing behind
-    for a body that is too large, not multipart, without a file, or not a JPEG or PNG."""
+    for a body that is too large, not multipart, without a file, or not of an accepted format."""
     limit = config.api.max_upload_bytes
     body_limit = limit + MULTIPART_ALLOWANCE
     boundary = _boundary(request)
@@ -231,7 +234,7 @@ async def receive(request: Request, config: Config) -> StagedFile:
     if declared.isascii() and declared.isdigit() and int(declared) > body_limit:
         raise ContentTooLarge(f"The file is larger than the limit of {limit:,} bytes.")
     staging_dir = config.uploads_dir
-    upload = _UploadParser(staging_dir, limit)
+    upload = _UploadParser(staging_dir, limit, accepted_formats(config.pipeline.formats))
     parser = MultipartParser(boundary, upload.callbacks())
     received = 0
     try:

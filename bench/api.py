@@ -3,6 +3,7 @@
     .venv/bin/python bench/api.py                # 10,000 rows, then 100,000 for detail, stats, list, search
     .venv/bin/python bench/api.py --quick        # shorter runs, for a smoke check
     .venv/bin/python bench/api.py --backends sqlite
+    .venv/bin/python bench/api.py --rows 100000 --big-rows 0 --uploads 0 --quick   # lists at 100,000
 
 Builds databases of synthetic rows (realistic EXIF, real thumbnail files) in a temporary data
 folder, once per database backend (SQLite, and PostgreSQL on a throwaway cluster of
@@ -47,6 +48,7 @@ from sqlalchemy import Connection, Engine, insert, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from api.images import encode_cursor  # noqa: E402
 from models import image_reads, migrate, stats_reads  # noqa: E402
 from models.db import BACKENDS, make_engine  # noqa: E402
 from models.store import thumbnail_key  # noqa: E402
@@ -151,6 +153,7 @@ def seed(data_dir: Path, rows: int, url: str) -> list[int]:
     engine = make_engine(url)
     migrate.upgrade(engine)
     rng = random.Random(1)
+    taken_rng = random.Random(11)  # capture times (order=taken), apart from the other columns
     now = datetime.now(UTC).replace(tzinfo=None)
     # executemany needs the same keys in every row; columns that may not be NULL and are not
     # set below keep their defaults.
@@ -176,7 +179,8 @@ def seed(data_dir: Path, rows: int, url: str) -> list[int]:
                 small, medium = thumbnails[number % len(thumbnails)]
                 row |= {
                     "format": "JPEG", "width": 4000, "height": 3000, "mode": "RGB", "exif": EXIF,
-                    "taken_at": "2003-12-14T12:01:44", "camera_make": "Canon", "camera_model": "Canon PowerShot S40",
+                    "taken_at": taken_at(taken_rng, received),
+                    "camera_make": "Canon", "camera_model": "Canon PowerShot S40",
                     "stored_path": f"originals/ab/{row['sha256']}.jpg",
                     "thumb_small_path": small, "thumb_small_width": 150, "thumb_small_height": 113,
                     "thumb_medium_path": medium, "thumb_medium_width": 300, "thumb_medium_height": 225,
@@ -196,6 +200,14 @@ def seed(data_dir: Path, rows: int, url: str) -> list[int]:
     settle(engine)
     engine.dispose()
     return done
+
+
+def taken_at(rng: random.Random, received: datetime) -> str | None:
+    """A camera's capture time: from a day to ten years before the upload, or none (a scan,
+    a screenshot) for one photo in seven. sort_taken follows from it (models.tables)."""
+    if rng.random() < 1 / 7:
+        return None
+    return (received - timedelta(seconds=rng.randrange(86_400, 10 * 365 * 86_400))).isoformat(timespec="seconds")
 
 
 def insert_batch(connection: Connection, batch: list[dict[str, Any]]) -> None:
@@ -259,6 +271,76 @@ def time_search(url: str, runs: int = 30) -> dict[str, dict[str, float]]:
     results = {}
     with engine.connect() as connection:
         for name, arguments in SEARCHES.items():
+            timings = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                page = image_reads.list_images(connection, limit=50, **arguments)
+                connection.rollback()
+                timings.append((time.perf_counter() - started) * 1000)
+            timings.sort()
+            results[name] = {
+                "items": len(page.items),
+                "p50_ms": statistics.median(timings),
+                "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
+            }
+    engine.dispose()
+    return results
+
+
+# GET /api/images pages, by arrival and by when taken (order=taken), computed afresh in
+# process (time_lists) and served under load: the first page, and one halfway down the table
+# (its cursor from deep_cursors), of all images and of the gallery's default view.
+GALLERY_VIEW = ("pending", "processing", "done")
+LISTS = {
+    "received, first page": {},
+    "received, deep page": {"deep": "received"},
+    "taken, first page": {"order": "taken"},
+    "taken, deep page": {"order": "taken", "deep": "taken"},
+    "received, 3 statuses": {"status": GALLERY_VIEW},
+    "taken, 3 statuses": {"order": "taken", "status": GALLERY_VIEW},
+    "taken, 3 statuses, deep": {"order": "taken", "status": GALLERY_VIEW, "deep": "taken"},
+    "taken, status=failed": {"order": "taken", "status": "failed"},
+}
+
+
+def deep_cursors(url: str, rows: int) -> dict[str, dict[str, Any]]:
+    """Where a page halfway down the table starts, in each order: the keyset of the row there
+    (list_images' arguments). The same on every backend: the rows are."""
+    engine = make_engine(url, readonly=True)
+    with engine.connect() as connection:
+        middle = connection.execute(
+            text("SELECT sort_taken, id FROM images ORDER BY sort_taken DESC, id DESC LIMIT 1 OFFSET :n"), {"n": rows // 2}
+        ).one()
+    engine.dispose()
+    return {"received": {"before_id": rows // 2}, "taken": {"before_id": middle.id, "before_key": middle.sort_taken}}
+
+
+def _list_arguments(spec: dict[str, Any], deep: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    arguments = {key: value for key, value in spec.items() if key != "deep"}
+    return arguments | (deep[spec["deep"]] if "deep" in spec else {})
+
+
+def list_path(spec: dict[str, Any], deep: dict[str, dict[str, Any]]) -> str:
+    """The request of a LISTS entry, its cursor as the API makes it."""
+    arguments = _list_arguments(spec, deep)
+    query = {"limit": "50"}
+    if "order" in arguments:
+        query["order"] = arguments["order"]
+    if "status" in arguments:
+        status = arguments["status"]
+        query["status"] = status if isinstance(status, str) else ",".join(status)
+    if "before_id" in arguments:
+        query["cursor"] = encode_cursor(arguments["before_id"], arguments.get("before_key"))
+    return "/api/images?" + "&".join(f"{key}={value}" for key, value in query.items())
+
+
+def time_lists(url: str, deep: dict[str, dict[str, Any]], runs: int = 30) -> dict[str, dict[str, float]]:
+    """The query behind each LISTS page of 50, in this process."""
+    engine = make_engine(url, readonly=True)
+    results = {}
+    with engine.connect() as connection:
+        for name, spec in LISTS.items():
+            arguments = _list_arguments(spec, deep)
             timings = []
             for _ in range(runs):
                 started = time.perf_counter()
@@ -488,18 +570,20 @@ def bench_database(
         started = time.perf_counter()
         done_ids = seed(target.folder / "data", rows, target.url)  # the same rows on every backend
         print(f"  {rows:,} rows seeded on {target.backend} in {time.perf_counter() - started:.1f} s", flush=True)
+    deep = deep_cursors(targets[0].url, rows)
     for target in targets:
         results[target.backend] = {
             "backend": target.backend,
             "rows": rows,
             "stats_sql": time_stats(target.url),
             "search_sql": time_search(target.url),
+            "list_sql": time_lists(target.url, deep),
         }
     apis = [Server(target.config, "api", target.folder / "api.log") for target in targets]
     try:
         for target in targets:
             wait_healthy(target.base)
-        routes = routes_for(rows, done_ids)
+        routes = routes_for(rows, done_ids) | list_routes(deep)
         bases = {target.backend: target.base for target in targets}
         measured = measure_routes(bases, routes, args.seconds, args.connections, args.repeats, work)
         for backend, figures in measured.items():
@@ -553,6 +637,17 @@ def detail_routes(rows: int, done_ids: list[int]) -> dict[str, list[str]]:
 SEARCH_PATHS = [f"/api/images?limit=50&q={q}" for q in ("dog", "cat+garden", "img_05", "red", "bicycle+lake")]
 
 
+def list_routes(deep: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """The list's first and deep pages in both orders, and the gallery's default view."""
+    return {
+        "list_deep": [list_path(LISTS["received, deep page"], deep)],
+        "taken_50": [list_path(LISTS["taken, first page"], deep)],
+        "taken_deep": [list_path(LISTS["taken, deep page"], deep)],
+        "view_50": [list_path(LISTS["received, 3 statuses"], deep)],
+        "view_taken": [list_path(LISTS["taken, 3 statuses"], deep)],
+    }
+
+
 def big_routes(rows: int, done_ids: list[int]) -> dict[str, list[str]]:
     rng = random.Random(5)
     return {
@@ -599,16 +694,17 @@ def report(results: list[dict[str, Any]], generator: str, args: argparse.Namespa
             print(f"{rows:>8,} {name:<10}" + "".join(f"{gap}{cell}" for cell in cells))
 
     sql_width = 20
-    print("\nSQL computed afresh in process (stats: 60 runs; search: first page of 50, 30 runs), p50 / p99 ms")
+    print("\nSQL computed afresh in process (stats: 60 runs; search, list: a page of 50, 30 runs), p50 / p99 ms")
     print(f"{'rows':>8} {'query (items found)':<46}" + "".join(f"{backend:>{sql_width}}" for backend in backends))
     for rows, by_backend in grouped.items():
         cells = [f"{by_backend[b]['stats_sql']['p50_ms']:.2f} / {by_backend[b]['stats_sql']['p99_ms']:.2f}" for b in backends]
         print(f"{rows:>8,} {'stats':<46}" + "".join(f"{cell:>{sql_width}}" for cell in cells))
-        for search in by_backend[backends[0]]["search_sql"]:
-            found = [by_backend[b]["search_sql"][search] for b in backends]
-            items = "/".join(str(figures["items"]) for figures in found)  # one per backend: they should agree
-            cells = [f"{figures['p50_ms']:.2f} / {figures['p99_ms']:.2f}" for figures in found]
-            print(f"{rows:>8,} {f'search: {search} ({items})':<46}" + "".join(f"{cell:>{sql_width}}" for cell in cells))
+        for kind, label in (("search_sql", "search"), ("list_sql", "list")):
+            for name in by_backend[backends[0]].get(kind, {}):
+                found = [by_backend[b][kind][name] for b in backends]
+                items = "/".join(str(figures["items"]) for figures in found)  # one per backend: they should agree
+                cells = [f"{figures['p50_ms']:.2f} / {figures['p99_ms']:.2f}" for figures in found]
+                print(f"{rows:>8,} {f'{label}: {name} ({items})':<46}" + "".join(f"{cell:>{sql_width}}" for cell in cells))
 
     uploads = [
         (rows, backend, result["upload_3mb"])

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.formats import DEFAULT_FORMATS, FORMATS
+
 CONFIG_ENV = "HTX_CONFIG"
 # Overrides database.url: a PostgreSQL password need not sit in a world-readable file.
 DATABASE_URL_ENV = "HTX_DATABASE_URL"
@@ -90,6 +92,8 @@ class PipelineConfig:
     lease_s: int = field(default=60, metadata=_at_least(3))
     # Claims lost to a dying worker before the image is failed instead of tried again.
     max_attempts: int = field(default=3, metadata=_at_least(1))
+    # The image formats taken in (models/formats.py); HEIF, WebP and AVIF only when listed.
+    formats: tuple[str, ...] = DEFAULT_FORMATS
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,9 @@ def _check_relations(config: Config) -> None:
     roles = config.pipeline.roles
     if not roles or not set(roles) <= set(ROLES):
         raise ConfigError(f"pipeline.roles: a list of some of {', '.join(ROLES)}, got {list(roles)!r}")
+    formats = config.pipeline.formats
+    if not formats or not set(formats) <= set(FORMATS):
+        raise ConfigError(f"pipeline.formats: a list of one or more of {', '.join(FORMATS)}, got {list(formats)!r}")
     scheme = config.database.url.partition(":")[0].partition("+")[0]
     if config.database.url and (scheme not in DATABASE_SCHEMES or "://" not in config.database.url):
         raise ConfigError(

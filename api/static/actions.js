@@ -3,6 +3,7 @@
 import { change, imagePath, refusal } from "./api.js";
 import { $, el } from "./dom.js";
 import { layout } from "./grid.js";
+import { canReprocess } from "./image.js";
 import { FINISHED, hooks, state } from "./state.js";
 import { refreshStats } from "./stats.js";
 import { withUploadToken } from "./token.js";
@@ -13,15 +14,21 @@ const ACTIONS = {
   delete: { method: "DELETE", path: imagePath, done: "Deleted." },
 };
 
+// Retry (process again) only where it can change the outcome; where it cannot, why not.
 export function actionsOf(record) {
   const finished = FINISHED.has(record.status);
+  const retry = finished && canReprocess(record);
   const button = (action, text, className = "") =>
     el("button", { type: "button", "data-action": action, className, text });
   return el("div", { className: "actions" },
+    record.status === "done" ? button("view", "View full size", "primary") : null,
     finished ? el("a", { href: `${imagePath(record.id)}/original`, download: "", className: "button", text: "Download original" }) : null,
-    finished ? button("reprocess", record.status === "failed" ? "Retry" : "Process again") : null,
+    retry ? button("reprocess", record.status === "failed" ? "Retry" : "Process again") : null,
     record.status === "done" && !state.captionNote ? button("recaption", "Caption again") : null,
     finished ? button("delete", "Delete", "danger") : null,
+    record.status === "failed" && !retry
+      ? el("p", { className: "why-not", text: "Processing it again would fail the same way: the file itself is the problem. Delete it, or drop a good copy into the inbox." })
+      : null,
     el("p", { id: "detail-action-state", role: "status" }));
 }
 

@@ -49,5 +49,18 @@ export async function change(method, path, token) {
   }
 }
 
+// A change with a JSON body, as `change` answers it.
+export async function sendJSON(method, path, body, token) {
+  const headers = { ...headersWith(token), "Content-Type": "application/json" };
+  try {
+    const response = await fetch(path, { method, headers, body: JSON.stringify(body) });
+    let answer = null;
+    try { answer = await response.json(); } catch { /* not JSON */ }
+    return { status: response.status, body: answer };
+  } catch {
+    return { status: 0, body: null };
+  }
+}
+
 // Why the server refused a change or an upload, to follow "Not done: " or "Not uploaded: ".
 export const refusal = ({ status, body }) => (body && body.error) || `the server answered ${status}.`;

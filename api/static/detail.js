@@ -4,8 +4,9 @@ import { act, actionsOf } from "./actions.js";
 import { getJSON, imagePath, thumbnailPath } from "./api.js";
 import { $, coordinate, el, formatBytes, formatMs, timeElement } from "./dom.js";
 import { tileButton } from "./grid.js";
-import { captionOf, thumbnailOf } from "./image.js";
+import { captionOf, failureOf, thumbnailOf } from "./image.js";
 import { FINISHED, state } from "./state.js";
+import { openViewer } from "./viewer.js";
 
 const STAGES = ["hash", "metadata", "thumbnails", "caption"];
 
@@ -67,11 +68,18 @@ function timingsTable(record) {
 
 function renderDetail(record) {
   const metadata = record.metadata || {};
-  const caption = captionOf(record);
+  // No caption made now (captions off, the model on its way): the banner's note, here too.
+  const caption = captionOf(record) ?? { text: state.captionNote, kind: "why" };
   $("#detail-title").textContent = record.filename;
+  const thumbnail = thumbnailOf(record, true);
+  if (record.status === "done") {
+    thumbnail.classList.add("opens-viewer");
+    thumbnail.title = "View full size";
+    thumbnail.addEventListener("click", () => openViewer(record.id, record));
+  }
   // A failed image's error is in its record's fields below: said once.
   const figure = el("figure", {},
-    thumbnailOf(record, true),
+    thumbnail,
     record.status === "failed" ? null : el("figcaption", { className: `caption ${caption.kind}`, text: caption.text }));
   const gps = metadata.gps
     ? el("a", { href: `geo:${metadata.gps.latitude},${metadata.gps.longitude}`,
@@ -80,7 +88,7 @@ function renderDetail(record) {
   const camera = metadata.camera ? [metadata.camera.make, metadata.camera.model].filter(Boolean).join(" ") : undefined;
   const recordFields = fieldList([
     ["Status", el("span", { className: `badge status-${record.status}`, text: record.status })],
-    ["Error", record.error ? `${record.error}${record.error_kind ? ` (${record.error_kind})` : ""}` : undefined],
+    ["Error", record.status === "failed" || record.error ? failureOf(record) : undefined],
     ["Id", record.id],
     ["SHA-256", el("code", { text: record.sha256 })],
     ["Received", timeElement(record.received_at)],
@@ -143,7 +151,8 @@ export async function openDetail(id, { fromLocation = false } = {}) {
     }
   }
   state.detailId = id;
-  if (!dialog.open) {
+  if (dialog.open) returnFocusTo = tileButton(id) ?? returnFocusTo; // stepped: back to its tile
+  else {
     returnFocusTo = document.activeElement;
     $("#detail-body").replaceChildren(el("p", { text: "Loading…" }));
     $("#detail-title").textContent = state.items.get(id)?.filename ?? `Image ${id}`;
@@ -176,16 +185,17 @@ export async function refreshDetail() {
 function step(offset) {
   const index = state.order.indexOf(state.detailId);
   const next = state.order[index + offset];
-  if (index >= 0 && next !== undefined) {
-    openDetail(next);
-    returnFocusTo = tileButton(next) ?? returnFocusTo;
-  }
+  if (index >= 0 && next !== undefined) openDetail(next);
 }
 
 $("#detail-body").addEventListener("click", (event) => {
   const button = event.target.closest("button[data-action]");
   if (!button || state.detailId === null) return;
   const action = button.dataset.action;
+  if (action === "view") {
+    openViewer(state.detailId, detailRecord ?? undefined);
+    return;
+  }
   if (action === "delete" && !confirm(`Delete ${detailRecord ? detailRecord.filename : "this image"}? Its record, thumbnails and original go.`)) return;
   act(action, state.detailId);
 });

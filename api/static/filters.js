@@ -1,32 +1,68 @@
-// The filters: a status and a search, kept in the page's address, so that a reload or a shared
-// link shows the same images.
+// The filters: a status (every image but the failed ones, by default: those have a view of
+// their own, behind the failed banner), a search and an order, kept in the page's address, so
+// that a reload or a shared link shows the same images.
 
 import { $ } from "./dom.js";
 import { loadFirstPage } from "./grid.js";
-import { state } from "./state.js";
+import { STATUSES, state } from "./state.js";
 
 const SEARCH_DELAY_MS = 250;
 
 export function readLocation() {
   const params = new URLSearchParams(location.search);
-  state.status = ["pending", "processing", "done", "failed"].includes(params.get("status")) ? params.get("status") : "";
+  state.status = STATUSES.includes(params.get("status")) ? params.get("status") : "";
   state.q = params.get("q") || "";
+  state.sort = params.get("order") === "taken" ? "taken" : "received";
   $("#q").value = state.q;
+  $("#order").value = state.sort === "taken" ? "taken" : "";
   for (const radio of document.querySelectorAll('input[name="status"]')) radio.checked = radio.value === state.status;
+  updateFailedBanner();
 }
 
 function writeLocation() {
-  const params = new URLSearchParams();
+  const params = new URLSearchParams(location.search);
+  for (const name of ["status", "q", "order"]) params.delete(name);
   if (state.status) params.set("status", state.status);
   if (state.q.trim()) params.set("q", state.q.trim());
+  if (state.sort === "taken") params.set("order", "taken");
+  params.delete("image"); // a filter changes while no detail is open
   const query = params.toString();
   history.replaceState(null, "", query ? `?${query}` : location.pathname);
 }
 
 function applyFilters() {
   writeLocation();
+  updateFailedBanner();
   loadFirstPage();
 }
+
+// In the default view, how many failed (from the statistics) and the way to see them; in the
+// failed view, the way back.
+export function updateFailedBanner() {
+  const failed = state.stats ? state.stats.by_status.failed : 0;
+  const banner = $("#failed-banner");
+  const toggle = $("#failed-toggle");
+  if (state.status === "failed") {
+    $("#failed-text").textContent = failed
+      ? `${failed.toLocaleString()} failed: files that could not be processed, each with the reason.`
+      : "No image failed.";
+    toggle.textContent = "Back to the images";
+    banner.hidden = false;
+  } else {
+    $("#failed-text").textContent = `${failed.toLocaleString()} failed`;
+    toggle.textContent = "Show them";
+    banner.hidden = state.status !== "" || failed === 0;
+  }
+  banner.dataset.view = state.status === "failed" ? "failed" : "images";
+}
+
+function showStatus(status) {
+  state.status = status;
+  for (const radio of document.querySelectorAll('input[name="status"]')) radio.checked = radio.value === status;
+  applyFilters();
+}
+
+$("#failed-toggle").addEventListener("click", () => showStatus(state.status === "failed" ? "" : "failed"));
 
 let searchTimer = null;
 $("#q").addEventListener("input", () => {
@@ -44,8 +80,9 @@ $("#filters").addEventListener("submit", (event) => {
   applyFilters();
 });
 for (const radio of document.querySelectorAll('input[name="status"]')) {
-  radio.addEventListener("change", () => {
-    state.status = radio.value;
-    applyFilters();
-  });
+  radio.addEventListener("change", () => showStatus(radio.value));
 }
+$("#order").addEventListener("change", () => {
+  state.sort = $("#order").value === "taken" ? "taken" : "received";
+  applyFilters();
+});

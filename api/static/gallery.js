@@ -13,16 +13,20 @@ import { dialog, locationImage, openDetail, reloadDetail } from "./detail.js";
 import { readLocation } from "./filters.js";
 import { loadFirstPage } from "./grid.js";
 import { poll, scheduleNext } from "./live.js";
+import { toggleSelected, updateSelection } from "./select.js";
+import { checkSession } from "./session.js";
 import { hooks, state } from "./state.js";
 import { refreshStats } from "./stats.js";
 import { updateUploads } from "./uploads.js";
 
-Object.assign(hooks, { openDetail, reloadDetail, closeDetail: () => dialog.close(), poll, updateUploads });
+Object.assign(hooks, {
+  openDetail, reloadDetail, closeDetail: () => dialog.close(), toggleSelected, updateSelection, poll, updateUploads,
+});
 readLocation();
 window.addEventListener("popstate", () => {
-  const filters = [state.status, state.q];
+  const filters = [state.status, state.q, state.sort];
   readLocation();
-  if (filters[0] !== state.status || filters[1] !== state.q) loadFirstPage();
+  if (filters[0] !== state.status || filters[1] !== state.q || filters[2] !== state.sort) loadFirstPage();
   const id = locationImage();
   if (id !== null) openDetail(id, { fromLocation: true });
   else if (dialog.open) {
@@ -30,6 +34,7 @@ window.addEventListener("popstate", () => {
     dialog.close();
   }
 });
+checkSession();
 refreshStats().catch(() => {}).finally(async () => {
   await loadFirstPage();
   const id = locationImage();

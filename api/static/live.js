@@ -7,16 +7,22 @@
 
 import { getJSON, imagePath } from "./api.js";
 import { refreshDetail } from "./detail.js";
-import { layout, listPath, showNotice, upsertTile } from "./grid.js";
+import { PAGE_SIZE, fetchPage, inView, layout, showNotice, upsertTile, usesTakenOrder } from "./grid.js";
 import { FINISHED, state } from "./state.js";
 import { refreshStats } from "./stats.js";
+import { followingUploads } from "./uploads.js";
 
 const POLL_BUSY_MS = 2000; // something is queued or uploading: watch closely
 const POLL_IDLE_MS = 10000; // nothing moving: just notice images dropped into the inbox
+const LIST_MAX = 500; // the most images one page of the list may hold (the API's limit)
 
 async function refresh() {
   const generation = state.generation;
-  const page = await getJSON(listPath());
+  if (usesTakenOrder()) {
+    await refreshInTakenOrder(generation);
+    return;
+  }
+  const page = await fetchPage();
   if (generation !== state.generation || state.loading) return;
   const fetched = new Map(page.items.map((item) => [item.id, item]));
   // The first page is the truth down to its oldest id (all the way down if it is the only
@@ -45,7 +51,7 @@ async function refresh() {
     try {
       const record = await getJSON(imagePath(id));
       if (generation !== state.generation) return;
-      if (state.status && record.status !== state.status) {
+      if (!inView(record)) {
         state.order = state.order.filter((other) => other !== id);
         state.items.delete(id);
       } else {
@@ -61,13 +67,38 @@ async function refresh() {
   layout();
 }
 
+// In the order of capture, a new image (an old photo sent today) may belong anywhere: the
+// list is asked for again down to what is shown, up to the longest page the API gives; what
+// is shown beyond that stays as it is.
+async function refreshInTakenOrder(generation) {
+  const shown = state.order.length;
+  const limit = Math.min(LIST_MAX, Math.max(PAGE_SIZE, shown));
+  const page = await fetchPage({ limit: String(limit) });
+  if (generation !== state.generation || state.loading) return;
+  const fetched = page.items.map((item) => item.id);
+  const fetchedSet = new Set(fetched);
+  const rest = page.next_cursor && shown > limit ? state.order.slice(limit).filter((id) => !fetchedSet.has(id)) : [];
+  const kept = new Set([...fetched, ...rest]);
+  for (const id of state.order) if (!kept.has(id)) state.items.delete(id);
+  for (const item of page.items) {
+    const isNew = !state.items.has(item.id);
+    state.items.set(item.id, item);
+    upsertTile(item, { fresh: isNew && shown > 0 });
+  }
+  state.order = [...fetched, ...rest];
+  if (!rest.length) state.cursor = page.next_cursor;
+  layout();
+}
+
 function summaryOf(record) {
-  const { id, filename, status, received_at, error, caption, caption_error, thumbnails, links } = record;
-  return { id, filename, status, received_at, error, caption, caption_error, thumbnails, links };
+  const { id, filename, status, received_at, error, error_kind, can_reprocess, caption, caption_status, caption_error,
+    thumbnails, links } = record;
+  return { id, filename, status, received_at, error, error_kind, can_reprocess, caption, caption_status, caption_error,
+    thumbnails, links };
 }
 
 function busy() {
-  if (state.uploadsActive > 0) return true;
+  if (state.uploadsActive > 0 || followingUploads()) return true;
   for (const id of state.order) if (!FINISHED.has(state.items.get(id).status)) return true;
   return false;
 }

@@ -1,19 +1,46 @@
-// The statistics panel, from /api/stats, which also says why no image gets a caption now.
+// The statistics panel, from /api/stats, which also says why no image gets a caption now: once,
+// in the caption banner (the tiles stay quiet about it).
 
 import { getJSON } from "./api.js";
-import { formatMs } from "./dom.js";
+import { $, formatMs } from "./dom.js";
+import { updateFailedBanner } from "./filters.js";
 import { updateSummary } from "./grid.js";
 import { state } from "./state.js";
+
+const BANNER_HIDDEN_KEY = "htx.captionBannerHidden"; // the note whose banner was hidden
 
 // Why no image gets a caption now, with the fix: one line, from /api/stats' caption object.
 function captionNoteOf(caption) {
   if (caption.available || !caption.reason) return "";
-  if (!caption.fix) return `No caption yet: ${caption.reason}.`;
+  if (!caption.fix) return `Captions are on their way: ${caption.reason}. Images get theirs once the model is ready.`;
   return `Captions off: ${caption.reason}. To fix: ${caption.fix}.`;
 }
 
+// The Captions tile holds a word or a short name; the whole of it is in its title.
+function captionTile(caption) {
+  if (caption.available) {
+    const runtime = caption.runtime ? `, ${caption.runtime}` : "";
+    const model = caption.model || "?";
+    return { text: model.split("/").filter(Boolean).pop() || model, title: `${model} (${caption.device || "?"}${runtime})` };
+  }
+  // No fix to give: the model is on its way (loading, or compiled on a first start), not off.
+  return { text: caption.reason && !caption.fix ? "preparing…" : "off", title: state.captionNote };
+}
+
+function showCaptionBanner() {
+  const note = state.captionNote;
+  $("#caption-banner-text").textContent = note;
+  $("#caption-banner").hidden = !note || localStorage.getItem(BANNER_HIDDEN_KEY) === note;
+}
+
+$("#caption-banner-hide").addEventListener("click", () => {
+  localStorage.setItem(BANNER_HIDDEN_KEY, state.captionNote);
+  $("#caption-banner").hidden = true;
+});
+
 export async function refreshStats() {
   const stats = await getJSON("api/stats");
+  state.stats = stats;
   state.captionNote = captionNoteOf(stats.caption);
   state.total = stats.total;
   const set = (name, text) => { document.querySelector(`[data-stat="${name}"]`).textContent = text; };
@@ -24,11 +51,11 @@ export async function refreshStats() {
   set("success", stats.finished ? `${(stats.success_rate * 100).toFixed(1)} %` : "–");
   set("average", stats.finished ? formatMs(stats.processing_ms.average) : "–");
   set("p95", stats.finished ? formatMs(stats.processing_ms.p95) : "–");
-  const runtime = stats.caption.runtime ? `, ${stats.caption.runtime}` : "";
-  // No fix to give: the model is on its way (loading, or compiled on a first start), not off.
-  const coming = stats.caption.reason && !stats.caption.fix;
-  set("caption", stats.caption.available ? `${stats.caption.model} (${stats.caption.device || "?"}${runtime})` : coming ? "preparing…" : "off");
-  document.querySelector('[data-stat="caption"]').title = state.captionNote;
+  const tile = captionTile(stats.caption);
+  set("caption", tile.text);
+  document.querySelector('[data-stat="caption"]').title = tile.title;
+  showCaptionBanner();
+  updateFailedBanner();
   updateSummary();
   return stats;
 }

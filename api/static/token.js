@@ -18,6 +18,9 @@ function forgetToken(refused = null) {
   localStorage.removeItem(TOKEN_KEY);
 }
 
+// Signing out forgets it too: the next person at this browser is asked again.
+export const forgetUploadToken = () => forgetToken();
+
 // One question at a time, however many uploads were refused at once.
 function askForToken(rejected) {
   if (!tokenRequest) {

@@ -1,9 +1,9 @@
 // Uploads: files picked or dropped, sent a few at a time; each row follows its image until it
 // is processed.
 
-import { headersWith, refusal } from "./api.js";
+import { getJSON, headersWith, imagePath, refusal } from "./api.js";
 import { $, el } from "./dom.js";
-import { hooks, state } from "./state.js";
+import { FINISHED, hooks, state } from "./state.js";
 import { withUploadToken } from "./token.js";
 
 const UPLOADS_AT_ONCE = 2;
@@ -11,21 +11,43 @@ const UPLOADS_AT_ONCE = 2;
 const uploadList = $("#uploads");
 const waiting = [];
 const uploadRows = []; // rows of uploads the server took, to follow their images
+const asking = new Set(); // ids of images whose record is being asked for
 
-// An upload's row says what became of its image, as far as the grid knows it.
+function showImage(row, item) {
+  const text = {
+    pending: "waiting to be processed…",
+    processing: "processing…",
+    done: "done.",
+    failed: `failed: ${item.error || "could not be processed"}`,
+  }[item.status];
+  setRowState(row, item.status === "failed" ? "error" : "done", `#${row.id} ${text}`);
+  row.finished = FINISHED.has(item.status);
+}
+
+// An upload's row says what became of its image, until it is finished: as the grid knows it,
+// or, when the view does not show it (the failed ones have their own), from its record.
 export function updateUploads() {
   for (const row of uploadRows) {
+    if (row.finished) continue;
     const item = state.items.get(row.id);
-    if (!item) continue;
-    const text = {
-      pending: "waiting to be processed…",
-      processing: "processing…",
-      done: "done.",
-      failed: `failed: ${item.error || "could not be processed"}`,
-    }[item.status];
-    setRowState(row, item.status === "failed" ? "error" : "done", `#${row.id} ${text}`);
+    if (item) {
+      showImage(row, item);
+    } else if (!asking.has(row.id)) {
+      asking.add(row.id);
+      getJSON(imagePath(row.id))
+        .then((record) => showImage(row, record))
+        .catch((error) => {
+          if (error.status !== 404) return;
+          setRowState(row, "error", `#${row.id} is gone: deleted.`);
+          row.finished = true;
+        })
+        .finally(() => asking.delete(row.id));
+    }
   }
 }
+
+// Whether an upload's image is still to be followed: the page keeps polling closely for it.
+export const followingUploads = () => uploadRows.some((row) => !row.finished);
 
 function send(file, row, token) {
   return new Promise((resolve) => {
@@ -91,7 +113,7 @@ function addFiles(files) {
     const stateText = el("span", { className: "state", text: "Waiting…" });
     const li = el("li", { "data-state": "queued" }, el("span", { className: "name", text: file.name, title: file.name }), progress, stateText);
     uploadList.prepend(li);
-    waiting.push({ file, row: { li, progress, state: stateText, id: null } });
+    waiting.push({ file, row: { li, progress, state: stateText, id: null, finished: false } });
   }
   pump();
 }

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from daemon.errors import PipelineError
 from daemon.stages.pipeline import PreparedImage
-from models.tables import DaemonState, Image
+from models.tables import DaemonState, Image, sort_key
 
 images = Image.__table__
 daemon_state = DaemonState.__table__
@@ -71,13 +71,15 @@ def insert_pending(
     (`stored_path`); None if its bytes already have a row (another process registered the
     same bytes a moment ago: the unique digest decides, never two records)."""
     dialect_insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    received_at = utcnow()
     result = connection.execute(
         dialect_insert(images)
         .values(
             sha256=sha256,
             filename=filename,
             status="pending",
-            received_at=utcnow(),
+            received_at=received_at,
+            sort_taken=sort_key(received_at),  # by arrival, until its metadata says when it was taken
             inbox_path=inbox_path,
             stored_path=stored_path,
             size_bytes=size_bytes,
@@ -152,6 +154,11 @@ def prepared_values(prepared: PreparedImage) -> dict[str, Any]:
         "metadata_ms": prepared.timings_ms.get("metadata"),
         "thumbnails_ms": prepared.timings_ms.get("thumbnails"),
     }
+    if metadata.taken_at is not None:
+        # Listed by when it was taken from now on; without a capture time it keeps the key it
+        # was registered with, its arrival (these values are the parameters of a statement
+        # made once, daemon.database.work_queue.finish: no SQL of received_at can go here).
+        values["sort_taken"] = metadata.taken_at
     for thumbnail in prepared.thumbnails:
         prefix = f"thumb_{thumbnail.size_name}"
         values[f"{prefix}_path"] = thumbnail.path

@@ -28,7 +28,7 @@ class ImageMetadata:
     mode: str
     size_bytes: int
     exif: dict[str, Any]
-    orientation: int  # 1..8; anything else in the file counts as 1
+    orientation: int  # 1..8; anything else in the file counts as 1 (HEIF: 1, decoded upright)
     taken_at: str | None
     camera_make: str | None
     camera_model: str | None
@@ -38,7 +38,11 @@ class ImageMetadata:
 
 
 def extract_metadata(decoded: DecodedImage, size_bytes: int) -> ImageMetadata:
-    """Read everything but the pixels. Broken EXIF gives what could be read, never an error."""
+    """Read everything but the pixels. Broken EXIF gives what could be read, never an error.
+
+    Pillow's plugins hand over the EXIF block and ICC profile of WebP, AVIF and HEIF as of JPEG,
+    so all are read the same way.
+    """
     exif = _read_exif(decoded.image)
     main = {ExifTags.TAGS.get(tag, f"Tag{tag}"): value for tag, value in exif.items()}
     exif_ifd = _read_ifd(exif, _EXIF_IFD)

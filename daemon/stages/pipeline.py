@@ -28,6 +28,7 @@ from daemon.stages.thumbnails import (
     write_thumbnails,
 )
 from models.config import Config
+from models.formats import accepted_formats
 from models.store import Store
 
 
@@ -58,14 +59,15 @@ def decode_box(config: Config, caption_size: int | None) -> int:
 
 
 def decode_cost(opened: DecodedImage, config: Config, caption_size: int | None) -> int:
-    """Bytes `prepare` holds while `opened` is decoded: its pixels (at the JPEG draft scale),
+    """Bytes `prepare` holds while `opened` is decoded: its pixels (at the JPEG draft scale)
     plus the larger of the working copies that the medium thumbnail and the caption input take
-    (they are made one after the other)."""
+    (they are made one after the other); or, when more, what `load` takes at its peak (WebP,
+    AVIF and HEIF decode into copies of their own first, and WebP and AVIF keep some)."""
     size = opened.image.size
     working = shrink_bytes(size, fitted_size(*size, config.thumbnails.medium))
     if caption_size:
         working = max(working, shrink_bytes(size, (caption_size, caption_size)))
-    return opened.pixel_bytes + working
+    return max(opened.decode_bytes, opened.held_bytes + working)
 
 
 def prepare(
@@ -88,7 +90,12 @@ def prepare(
     check_file_size(size_bytes, config.pipeline.max_file_bytes)
     started = time.perf_counter()
     try:
-        opened = open_image(source, max_pixels=config.pipeline.max_pixels, box=decode_box(config, caption_size))
+        opened = open_image(
+            source,
+            max_pixels=config.pipeline.max_pixels,
+            box=decode_box(config, caption_size),
+            formats=accepted_formats(config.pipeline.formats),
+        )
     except FileNotFoundError:
         raise MissingFile() from None
     with opened:

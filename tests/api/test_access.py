@@ -116,3 +116,35 @@ def test_a_stale_cookie_beside_the_right_header_is_no_guess(guarded: Config) -> 
         for _ in range(20):
             assert client.get("/api/images", headers={"Authorization": f"Bearer {READ}"}).status_code == 200
         assert client.get("/api/images").status_code == 401  # the stale cookie alone: refused
+
+
+def test_signing_in_leads_back_to_the_address_asked_for_and_only_on_this_server(guarded: Config) -> None:
+    with serve(guarded) as client:
+        page = client.get("/?image=1&status=done", headers={"Accept": "text/html"})
+        assert page.status_code == 401
+        assert '<input type="hidden" name="next" value="/?image=1&amp;status=done">' in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        wrong = client.post("/api/session", data={"token": "wrong", "next": "/?image=1"}, headers={"Accept": "text/html"})
+        assert wrong.status_code == 401 and 'role="alert"' in wrong.text and 'aria-invalid="true"' in wrong.text
+        assert 'name="next" value="/?image=1"' in wrong.text  # still where to go back to
+
+        signed_in = client.post("/api/session", data={"token": READ, "next": "/?image=1"}, follow_redirects=False)
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/?image=1"
+        # Another site, however it is written, is never where it leads.
+        for elsewhere in ("//evil.example/", "https://evil.example/", "/\\evil.example", "evil", "/a b", "/\x00"):
+            answer = client.post("/api/session", data={"token": READ, "next": elsewhere}, follow_redirects=False)
+            assert answer.headers["location"] == "/", elsewhere
+
+
+def test_signing_out_clears_the_cookie(guarded: Config) -> None:
+    with serve(guarded) as client:
+        client.post("/api/session", data={"token": READ}, follow_redirects=False)
+        assert client.get("/api/images").status_code == 200
+        signed_out = client.post("/api/session", data={"sign_out": "1"})
+        assert signed_out.status_code == 204
+        assert signed_out.headers["set-cookie"].startswith(f'{COOKIE}=""; ') and "Max-Age=0" in signed_out.headers["set-cookie"]
+        assert COOKIE not in client.cookies
+        assert client.get("/api/images").status_code == 401
+        # From a browser's form: back to the gallery, which asks again.
+        form = client.post("/api/session", data={"sign_out": "1"}, headers={"Accept": "text/html"}, follow_redirects=False)
+        assert form.status_code == 303 and form.headers["location"] == "/"

@@ -18,11 +18,11 @@ pytestmark = pytest.mark.both_backends
 RECORD_KEYS = {
     "id", "image_id", "filename", "status", "error", "error_kind", "sha256", "received_at", "processed_at",
     "processing_ms", "timings_ms", "metadata", "caption", "caption_model", "caption_device",
-    "caption_runtime", "caption_status", "caption_error", "thumbnails", "links", "processed_by", "attempts",
+    "caption_runtime", "caption_status", "caption_error", "thumbnails", "links", "processed_by", "attempts", "can_reprocess",
 }
 
 
-SUMMARY_KEYS = {"id", "image_id", "filename", "status", "received_at", "error", "caption", "caption_status", "caption_error", "thumbnails", "links"}
+SUMMARY_KEYS = {"id", "image_id", "filename", "status", "received_at", "error", "can_reprocess", "caption", "caption_status", "caption_error", "thumbnails", "links"}
 
 
 # -- list ---------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import delete, func, insert, inspect, select, update
+from sqlalchemy import MetaData, Table, delete, func, insert, inspect, select, update
 
 from models import migrate
 from models.db import make_engine
@@ -106,8 +106,8 @@ def test_0008_remakes_the_sqlite_table_keeping_rows_search_and_totals(tmp_path) 
 
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     migrate.upgrade(engine, "0007")
-    images = Image.__table__
     with engine.begin() as connection:
+        images = Table("images", MetaData(), autoload_with=connection)  # as 0007 has it
         connection.execute(
             insert(images),
             [{"sha256": f"{n:064x}", "filename": f"holiday {n}.jpg", "status": "done", "received_at": datetime(2026, 1, 1),
@@ -117,7 +117,7 @@ def test_0008_remakes_the_sqlite_table_keeping_rows_search_and_totals(tmp_path) 
         before = connection.execute(select(images).order_by(images.c.id)).all()
         totals_before = connection.execute(select(ImageTotals.__table__)).all()
 
-    migrate.upgrade(engine)
+    migrate.upgrade(engine, "0008")
 
     with engine.begin() as connection:
         assert connection.execute(select(images).order_by(images.c.id)).all() == before
@@ -138,4 +138,42 @@ def test_0008_remakes_the_sqlite_table_keeping_rows_search_and_totals(tmp_path) 
     migrate.upgrade(engine)
     with engine.connect() as connection:
         assert len(connection.execute(select(images)).all()) == 4
+    engine.dispose()
+
+
+def test_0012_gives_existing_rows_their_sort_key_and_comes_off_again(backend_url: str) -> None:
+    from alembic import command
+
+    engine = make_engine(backend_url)
+    migrate.upgrade(engine, "0011")
+    with engine.begin() as connection:
+        old = Table("images", MetaData(), autoload_with=connection)  # as 0011 has it
+        connection.execute(insert(old), [
+            {"sha256": "a" * 64, "filename": "camera.jpg", "status": "done", "size_bytes": 1,
+             "received_at": datetime(2026, 1, 2, 3, 4, 5, 678901), "taken_at": "2019-07-01T10:20:30"},
+            {"sha256": "b" * 64, "filename": "scan.png", "status": "done", "size_bytes": 1,
+             "received_at": datetime(2026, 1, 2, 3, 4, 5, 678901), "taken_at": None},
+            {"sha256": "c" * 64, "filename": "waiting.jpg", "status": "pending", "size_bytes": 1,
+             "received_at": datetime(2026, 12, 31, 23, 59, 59), "taken_at": None},
+        ])
+
+    migrate.upgrade(engine)
+
+    images = Image.__table__
+    with engine.begin() as connection:
+        keys = dict(connection.execute(select(images.c.filename, images.c.sort_taken)).all())
+        assert keys == {"camera.jpg": "2019-07-01T10:20:30", "scan.png": "2026-01-02T03:04:05", "waiting.jpg": "2026-12-31T23:59:59"}
+        # A row written now gets its key from the values it is written with.
+        connection.execute(insert(images).values(sha256="d" * 64, filename="new.jpg", status="done", size_bytes=1,
+                                                 received_at=datetime(2026, 2, 1), taken_at="2001-01-01T00:00:00"))
+        assert connection.execute(select(images.c.sort_taken).where(images.c.sha256 == "d" * 64)).scalar_one() == "2001-01-01T00:00:00"
+    config = migrate._alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0011")
+    with engine.connect() as connection:
+        assert "sort_taken" not in {column["name"] for column in inspect(connection).get_columns("images")}
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).where(images.c.sort_taken != "")).scalar_one() == 4
     engine.dispose()
