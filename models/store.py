@@ -279,7 +279,8 @@ def remove_left_fetches(work_dir: Path) -> int:
     """Fetched copies that processes which are no longer running left behind; how many."""
     removed = 0
     for path in work_dir.glob("*-*"):
-        pid = path.name.split("-", 1)[0]
+        # A fetch cut short is its atomic write's hidden temporary: ".<pid>-<id>.<pid>.tmp".
+        pid = path.name.removeprefix(".").split("-", 1)[0]
         if pid.isdigit() and not _running(int(pid)):
             path.unlink(missing_ok=True)
             removed += 1

@@ -22,7 +22,7 @@ from daemon.roles.claims import Claims, Job, storing
 from daemon.roles.shared import Shared
 from daemon.stages.decode import EXTENSIONS
 from models.names import display_name
-from models.store import free_failed_key, is_failed_copy, note_key, original_key, write_note
+from models.store import FAILED, free_failed_key, is_failed_copy, note_key, original_key, write_note
 
 log = logging.getLogger("htx.daemon")
 
@@ -79,7 +79,8 @@ class Outcomes:
             elif job.key is not None and is_failed_copy(job.key):
                 key = job.key  # reprocessed from failed/ and failed again
             else:
-                key = free_failed_key(self.shared.store, last_part(job.filename), job.sha256)
+                with storing(FAILED):
+                    key = free_failed_key(self.shared.store, last_part(job.filename), job.sha256)
             if key is not None:
                 values["stored_path"] = key
                 self._place(job, key)
@@ -107,7 +108,8 @@ class Outcomes:
     def move_to_failed(self, source: Path, name: str, sha256: str, reason: str) -> None:
         """Keep an inbox file that has no record of its own in failed/, with a note of why."""
         with self._failed_names:
-            key = free_failed_key(self.shared.store, last_part(name), sha256)
+            with storing(FAILED):
+                key = free_failed_key(self.shared.store, last_part(name), sha256)
             self._note(key, f"{name}: {reason}\n")
             with storing(key):
                 self.shared.store.put_file(key, source)

@@ -150,7 +150,7 @@ class Registrar:
             known = shared.writer.call(records.find_by_sha, digest.sha256)  # registered meanwhile
             if known is None:
                 return None
-        if known.inbox_path is None and known.stored_path and not shared.store.exists(known.stored_path):
+        if known.inbox_path is None and known.stored_path and not self._stored(known.stored_path):
             # The row was committed but its worker stopped before moving the file: finish that.
             with storing(known.stored_path):
                 shared.store.put_file(known.stored_path, path)
@@ -166,6 +166,10 @@ class Registrar:
                 return known.id
         self._discard_duplicate(path, relative, known, digest)
         return None
+
+    def _stored(self, key: str) -> bool:
+        with storing(key):  # a store that fails here is the environment's fault: retried
+            return self.shared.store.exists(key)
 
     def _upload(self, path: Path, digest: FileDigest) -> bool:
         """The inbox file's bytes put in the store under their digest; False (and nothing put)

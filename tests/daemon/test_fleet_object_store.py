@@ -197,14 +197,6 @@ def files_under(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.is_file()] if folder.exists() else []
 
 
-def _temporary_pid(path: Path) -> int | None:
-    """The pid in the name of a temporary of models.files.write_atomically (".name.<pid>.tmp")."""
-    parts = path.name.split(".")
-    if path.name.startswith(".") and len(parts) >= 4 and parts[-1] == "tmp" and parts[-2].isdigit():
-        return int(parts[-2])
-    return None
-
-
 def gc_exists(config_file: Path) -> bool:
     """Whether this tree has `htx storage gc` yet."""
     probe = subprocess.run(
@@ -339,13 +331,10 @@ def test_a_fleet_with_no_shared_folder_killed_at_random_loses_nothing_and_duplic
     assert_objects_in_the_bucket(store, rows)
     for config in (watcher, worker, api_config):
         assert local_image_files(config) == [], config.data_dir
-    killed = {daemon.process.pid for daemon in everyone if daemon.process.returncode == -signal.SIGKILL}
     for config in (watcher, worker):
         # Fetched copies are removed after their job, and a killed process's at the next start.
-        # KNOWN BUG (models.store.remove_left_fetches): the temporary of a fetch a kill cut short
-        # (".<pid>-<id>.<pid>.tmp") stays; only a killed process's may be left, until fixed.
-        left = [path for path in files_under(config.work_dir) if _temporary_pid(path) not in killed]
-        assert left == [], left
+        # A fetch a kill cut short leaves its temporary; the replacement's start removes it.
+        assert files_under(config.work_dir) == []
     assert_leftover_incoming_is_garbage(store, rows, api_file)
     assert_no_traceback(*(daemon.log() for daemon in everyone), api.log())
 
