@@ -168,3 +168,15 @@ def current_user() -> str:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return str(os.geteuid())
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with this pid runs (a recycled pid counts as alive:
+    its claims then wait for their lease to run out)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
 from models import trash
-from models.files import CHUNK_BYTES, folder_problem, move_file, remove_stale_temporaries, write_atomically
+from models.files import CHUNK_BYTES, folder_problem, process_alive, move_file, remove_stale_temporaries, write_atomically
 from models.names import MAX_NAME_BYTES, fit_name
 
 ORIGINALS = "originals"
@@ -281,20 +281,10 @@ def remove_left_fetches(work_dir: Path) -> int:
     for path in work_dir.glob("*-*"):
         # A fetch cut short is its atomic write's hidden temporary: ".<pid>-<id>.<pid>.tmp".
         pid = path.name.removeprefix(".").split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             path.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager

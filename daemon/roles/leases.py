@@ -6,13 +6,13 @@ out, but not while a fault of the environment stands, nor for a lease after it).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
 from daemon.database import work_queue
 from daemon.errors import EnvironmentFault
 from daemon.roles.shared import Shared
+from models.files import process_alive
 
 log = logging.getLogger("htx.daemon")
 
@@ -103,7 +103,7 @@ class Leases:
         dead = [
             worker_id
             for worker_id, pid in shared.writer.call(work_queue.local_workers, self.host)
-            if worker_id != shared.me.worker_id and not _process_alive(pid)
+            if worker_id != shared.me.worker_id and not process_alive(pid)
         ]
         requeued, failed = shared.writer.call(
             work_queue.requeue_lost,
@@ -128,15 +128,3 @@ class Leases:
             return False
         recovered_at = self._recovered_at
         return recovered_at is None or time.monotonic() - recovered_at >= shared.config.pipeline.lease_s
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process of this machine with this pid runs (a recycled pid counts as alive:
-    its claims then wait for their lease to run out)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
