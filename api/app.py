@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from api.docs import openapi_schema
 from api.errors import EXCEPTION_HANDLERS
 from api.gallery import gallery_routes, load_assets
 from api.hosts import HostAndOriginCheck
+from api.meaning import MeaningSearch
 from api.metrics import RequestMetrics
 from api.routes import ROUTES
 from api.uploads import remove_stale_parts
@@ -36,6 +38,13 @@ def _version() -> str:
         return "0"
 
 
+async def _fill_index(context: ApiContext) -> None:
+    try:
+        await context.meaning.refresh(context.reader)
+    except Exception as error:  # noqa: BLE001 - no database yet, or down: the first search reads it
+        log.info("search index not read at start (%s): the first search reads it", type(error).__name__)
+
+
 def create_app(config: Config) -> Starlette:
     """The API over `config`'s database, which it reads on a read-only connection (SQLite
     mode=ro); the few requests that change images write on a connection of their own.
@@ -47,6 +56,8 @@ def create_app(config: Config) -> Starlette:
     assert head is not None, "no migrations shipped"
     store = open_store(config)
     context = ApiContext(config=config, store=store, store_health=StoreHealth(store), schema_head=head, openapi=openapi_schema(ROUTES, _version()))
+    if config.search.enabled:
+        context.meaning = MeaningSearch(config.search, config.base_dir)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -63,9 +74,17 @@ def create_app(config: Config) -> Starlette:
         removed = remove_stale_parts(config.uploads_dir)
         if removed:
             log.info("removed %d unfinished upload(s) left in %s", removed, config.uploads_dir)
+        filling = None
+        if context.meaning is not None:
+            # The index is read at start, beside the first requests: a search waits for it.
+            filling = asyncio.get_running_loop().create_task(_fill_index(context))
         try:
             yield
         finally:
+            if filling is not None:
+                # Not cancelled: its read runs on a worker thread, which a cancel would leave
+                # holding a connection of the pool disposed of below.
+                await asyncio.gather(filling, return_exceptions=True)
             context.reader.close()
             context.reader = None
             context.writer.close()

@@ -242,6 +242,8 @@ class ApiContext:
     reader: Reader | None = None
     writer: Writer | None = None
     stats: CachedStats | None = None
+    # Search by meaning (api.meaning.MeaningSearch); None when search.model is "none".
+    meaning: Any = None
     # Wrong tokens by client address, for every place a token is checked (api.access).
     guesses: FailedGuesses = field(default_factory=FailedGuesses)
     faults: Faults = field(default_factory=Faults)

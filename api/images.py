@@ -45,11 +45,16 @@ def _limit(request: Request) -> int:
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where the next page starts: below this id, and by order=taken below this sort key."""
+    """Where the next page starts: below this id, and by order=taken below this sort key; for
+    a search by meaning (order "meaning" or "auto"), after this score (`key`), then this id."""
 
     order: str
     before_id: int
     key: str | None = None
+
+    @property
+    def below(self) -> tuple[float, int]:
+        return (float(self.key or 0), self.before_id)
 
 
 # A sort key as models.tables.sort_key writes it ("" is the column's default, for a row
@@ -57,10 +62,15 @@ class Cursor:
 _SORT_KEY = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})?")
 
 
-def encode_cursor(before_id: int, key: str | None = None) -> str:
+_SCORE = re.compile(r"-?[0-9]+(\.[0-9]+)?(e-?[0-9]+)?")
+MATCHES = ("words", "meaning", "auto")
+
+
+def encode_cursor(before_id: int, key: str | None = None, order: str = "taken") -> str:
     """Opaque to clients, so the keyset behind it can change without breaking them: by arrival
-    "before:<id>", as ever; by when taken "taken:<id>:<sort key>"."""
-    text = f"before:{before_id}" if key is None else f"taken:{before_id}:{key}"
+    "before:<id>", as ever; by when taken "taken:<id>:<sort key>"; by meaning
+    "meaning:<id>:<score>" (or "auto:...")."""
+    text = f"before:{before_id}" if key is None else f"{order}:{before_id}:{key}"
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
@@ -79,6 +89,11 @@ def decode_cursor(cursor: str) -> Cursor:
         before_id = whole_number(number)
         if before_id is not None and _SORT_KEY.fullmatch(key):
             return Cursor("taken", before_id, key)
+    elif prefix in ("meaning", "auto"):
+        number, _, key = rest.partition(":")
+        before_id = whole_number(number)
+        if before_id is not None and _SCORE.fullmatch(key):
+            return Cursor(prefix, before_id, key)
     raise BadRequest("cursor is not valid: pass back the next_cursor of a previous page.")
 
 
@@ -88,8 +103,10 @@ def _cursor(request: Request, order: str) -> Cursor | None:
         return None
     cursor = decode_cursor(raw)
     if cursor.order != order:
+        made_for = f"match={cursor.order}" if cursor.order in MATCHES else f"order={cursor.order}"
+        asked = f"match={order}" if order in MATCHES else f"order={order}"
         raise BadRequest(
-            f"cursor was made for order={cursor.order}, not order={order}: pass it back with the order of the "
+            f"cursor was made for {made_for}, not {asked}: pass it back with the order and match of the "
             "page it came from, or start again without a cursor."
         )
     return cursor
@@ -121,6 +138,23 @@ def _search(request: Request) -> str | None:
     if len(text) > MAX_SEARCH_CHARS:
         raise BadRequest(f"q must be at most {MAX_SEARCH_CHARS} characters.")
     return text
+
+
+def _match(request: Request, search: str | None) -> str:
+    """How `q` is matched: "words" (the default), "meaning" or "auto"; "auto" is "words" where
+    search by meaning is off."""
+    match = request.query_params.get("match", "words")
+    if match not in MATCHES:
+        raise BadRequest("match must be words (the default: every word, as written), meaning or auto.")
+    if match == "words":
+        return match
+    if search is None:
+        raise BadRequest(f"match={match} needs q: the words to search for.")
+    if context(request).meaning is None:
+        if match == "auto":
+            return "words"
+        raise BadRequest('Search by meaning is off on this server (search.model is "none"): use match=words.')
+    return match
 
 
 def _sha256(request: Request) -> str | None:
@@ -171,6 +205,16 @@ async def list_images(request: Request) -> Response:
           appear (case and accents ignored); at most 200 characters. Results come by arrival
           only: not with order=taken
         schema: {type: string, maxLength: 200}
+      - name: match
+        in: query
+        description: >-
+          how q is matched. words (the default): as above. meaning: done images ranked by how
+          close their caption is in meaning to q (a sentence-embedding model, search.model),
+          best first, each item with its "score" (cosine similarity, -1 to 1), down to
+          search.min_score; status (only done images have one) and sha256 still filter.
+          auto: meaning, with the images word search also finds first (their score + 1); words
+          where search by meaning is off
+        schema: {type: string, enum: [words, meaning, auto], default: words}
     responses:
       200:
         description: >-
@@ -182,7 +226,7 @@ async def list_images(request: Request) -> Response:
       400:
         description: >-
           a parameter is not valid: an unknown order or status, a cursor of the other order,
-          order=taken with q
+          order=taken with q, match=meaning where search.model is "none"
       503:
         description: no database yet (the daemon has not run)
     """
@@ -191,6 +235,9 @@ async def list_images(request: Request) -> Response:
     search = _search(request)
     if order == "taken" and search is not None:
         raise BadRequest("order=taken cannot be combined with q: search results come newest arrival first.")
+    match = _match(request, search)
+    if match != "words":
+        return await _list_by_meaning(request, limit, search or "", match)
     cursor = _cursor(request, order)
     page = await reader(request).run(
         image_reads.list_images,
@@ -214,6 +261,28 @@ async def list_images(request: Request) -> Response:
             "limit": limit,
         }
     )
+
+
+async def _list_by_meaning(request: Request, limit: int, search: str, match: str) -> Response:
+    """A page of the done images ranked by the meaning of their captions (match=meaning or auto)."""
+    cursor = _cursor(request, match)
+    page = await context(request).meaning.page(
+        reader(request),
+        search,
+        limit=limit,
+        below=cursor.below if cursor else None,
+        statuses=_statuses(request),
+        sha256=_sha256(request),
+        words=match == "auto",
+    )
+    base = base_url(request)
+    captions = context(request).config.caption.enabled
+    next_cursor = None
+    if page.next_below is not None:
+        score, image_id = page.next_below
+        next_cursor = encode_cursor(image_id, repr(score), match)
+    items = [serialize.summary(row, base, captions=captions) | {"score": round(score, 4)} for row, score in page.items]
+    return JsonResponse({"items": items, "next_cursor": next_cursor, "limit": limit, "match": match})
 
 
 async def create_image(request: Request) -> Response:

@@ -22,8 +22,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import context, reader
-from models import metrics_reads, stats_reads
+from models import embedding_reads, metrics_reads, stats_reads
 from models.caption_batches import SECONDS_BUCKETS, SIZE_BUCKETS, CaptionBatches
+from models.embedding_reads import EmbeddingCounts
 
 REQUEST_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # The route label of a request no route matched: one series, whatever the paths asked for.
@@ -94,10 +95,13 @@ class RequestMetrics:
 class _Snapshot:
     """The database's figures as Prometheus metric families (a prometheus_client collector)."""
 
-    def __init__(self, figures: metrics_reads.Metrics, now: datetime, lease_s: float) -> None:
+    def __init__(
+        self, figures: metrics_reads.Metrics, now: datetime, lease_s: float, search: EmbeddingCounts | None = None
+    ) -> None:
         self.figures = figures
         self.now = now
         self.lease_s = lease_s  # pipeline.lease_s: a worker silent longer is "gone"
+        self.search = search  # None: search by meaning is off
 
     def collect(self) -> Iterator[Metric]:
         figures = self.figures
@@ -121,6 +125,15 @@ class _Snapshot:
             timed = figures.durations[stage]
             stages.add_metric([stage], _buckets(metrics_reads.DURATION_BUCKETS_S, timed.buckets, timed.count), timed.sum_s)
         yield stages
+        if self.search is not None:
+            embeddings = GaugeMetricFamily(
+                "htx_search_embeddings",
+                "Captions by their embedding for search by meaning: embedded, or waiting (done, captioned, none yet)",
+                labels=["state"],
+            )
+            embeddings.add_metric(["embedded"], self.search.embedded)
+            embeddings.add_metric(["waiting"], self.search.waiting)
+            yield embeddings
         yield from self._workers()
 
     def _workers(self) -> Iterator[Metric]:
@@ -184,14 +197,16 @@ async def get_metrics(request: Request) -> Response:
       200:
         description: >-
           the Prometheus text format (text/plain): htx_images, htx_queue_depth, htx_image_processing_seconds,
-          htx_image_stage_seconds, htx_worker_*, htx_caption_batch_size / _seconds,
+          htx_image_stage_seconds, htx_search_embeddings (search by meaning on), htx_worker_*, htx_caption_batch_size / _seconds,
           htx_api_requests_total, htx_api_request_duration_seconds
       503:
         description: the database is not available
     """
     now = datetime.now(UTC).replace(tzinfo=None)
     figures = await reader(request).run_apart(metrics_reads.metrics, now=now)
+    meaning = context(request).meaning
+    search = await reader(request).run_apart(embedding_reads.counts, meaning.model) if meaning is not None else None
     registry = request.app.state.metrics_registry
     lease_s = context(request).config.pipeline.lease_s
-    body = generate_latest(_Both(registry, _Snapshot(figures, now, lease_s)))  # type: ignore[arg-type]
+    body = generate_latest(_Both(registry, _Snapshot(figures, now, lease_s, search)))  # type: ignore[arg-type]
     return Response(body, media_type=CONTENT_TYPE_LATEST)

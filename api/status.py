@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api import serialize
-from api.context import ApiContext, CachedStats, context, reader
+from api.context import ApiContext, CachedStats, Reader, context, reader
 from api.faults import UNREACHABLE, problem_of
 from api.serialize import JSON, JsonResponse
-from models import stats_reads, status_reads
+from models import embedding_reads, stats_reads, status_reads
 from models.diskspace import data_disk_problem
 
 # Seconds a lapsed watch lease is given before /healthz says intake stopped (a renewal late).
@@ -49,6 +50,9 @@ async def get_stats(request: Request) -> Response:
           {"total", "by_status", "finished", "success_rate", "failure_rate", "queue_depth",
           "processing_ms": {"average", "p50", "p95"} (done images), "stage_average_ms",
           "last_hour": {"processed", "per_minute"}, "caption": {"model", "device", "runtime"},
+          "search": {"enabled", "model", "embedded" (images whose caption has an embedding by
+          search.model), "waiting" (done images with a caption and none yet), "in_index" (in this
+          API process's index)} or {"enabled": false, "reason"},
           "problem" (what keeps images from being processed, e.g. "data disk full"; null when all
           is well),
           "workers": [{"name" (host:pid), "roles", "state", "heartbeat_age_s", "holding" (images
@@ -78,12 +82,22 @@ async def get_stats(request: Request) -> Response:
                 answer = serialize.stats(
                     stats, now_utc, captions_configured=ctx.config.caption.enabled, lease_s=ctx.config.pipeline.lease_s
                 )
+                answer["search"] = await _search_stats(ctx, db)
                 cached = ctx.stats = CachedStats(key, made_at, answer, serialize.dumps(answer))
     assert cached is not None
     problem = cached.stats["problem"] or data_disk_problem(ctx.config.data_dir)
     if problem != cached.stats["problem"]:
         return JsonResponse(cached.stats | {"problem": problem})
     return Response(cached.body, media_type=JSON)
+
+
+async def _search_stats(ctx: ApiContext, db: Reader) -> dict[str, Any]:
+    """How far the embedding of captions has got, for search by meaning."""
+    meaning = ctx.meaning
+    if meaning is None:
+        return {"enabled": False, "model": None, "reason": 'search.model is "none"'}
+    counts = await db.run(embedding_reads.counts, meaning.model)
+    return {"enabled": True, "model": meaning.model, "embedded": counts.embedded, "waiting": counts.waiting, "in_index": len(meaning.index)}
 
 
 def _fresh(cached: CachedStats | None, key: tuple[int, int | str | None]) -> bool:

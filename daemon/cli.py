@@ -17,6 +17,7 @@ from typing import Any
 
 from daemon.cli_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, open_database, path_problem, reason
 from daemon.cli_model import cmd_model_download, cmd_model_verify, cmd_recaption
+from daemon.cli_search import cmd_reindex
 from daemon.cli_storage import COPY_NOTES, cmd_storage_copy, cmd_storage_gc, min_age
 from models import config as config_module
 from models.config import Config, ConfigError
@@ -311,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     recaption.add_argument("--missing", action="store_true", help="only images without a caption")
     recaption.add_argument("ids", nargs="*", type=int, metavar="ID", help="image ids (default: every done image)")
 
+    reindex = command(
+        commands, "reindex", "embed the captions search by meaning waits for now, in the foreground (the daemon does it too)", cmd_reindex
+    )
+    reindex.add_argument("--all", action="store_true", help="embed every caption again, not only those waiting")
+    reindex.add_argument("--forget-others", action="store_true", help="remove the embeddings of models other than search.model")
+
     database = command(commands, "db", "the database: create or upgrade its schema, copy it elsewhere")
     database_actions = database.add_subparsers(dest="action", metavar="ACTION", required=True)
     command(database_actions, "migrate", "create or upgrade the schema of database.url (the daemon also does it at start)", cmd_db_migrate)
@@ -335,10 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     store_copy.epilog = COPY_NOTES
     store_copy.add_argument("--to", required=True, choices=("s3", "folder"), help="s3: the bucket of [storage.s3]; folder: paths.data_dir")
 
-    model = command(commands, "model", "the caption model: fetch it for offline use")
+    model = command(commands, "model", "the caption and search models: fetch them for offline use")
     model_actions = model.add_subparsers(dest="action", metavar="ACTION", required=True)
     download = command(model_actions, "download", "fetch a hub model into the local Hugging Face cache (needs network access)", cmd_model_download)
-    download.add_argument("name", nargs="?", metavar="NAME", help="hub id (default: caption.model)")
+    download.add_argument("name", nargs="?", metavar="NAME", help="hub id (default: caption.model, or search.model with --search)")
+    download.add_argument("--search", action="store_true", help="the search model (search.model) rather than the caption model")
     command(model_actions, "verify", "hash the caption model and its compiled form again (a start checks sizes and times only)", cmd_model_verify)
     return parser
 

@@ -49,9 +49,11 @@ def cmd_model_download(config: Config, args: argparse.Namespace) -> int:
     from daemon.captions.blip import download
     from daemon.captions.model_source import model_source
 
-    name = args.name or config.caption.model
+    setting = "search.model" if args.search else "caption.model"
+    name = args.name or (config.search.model if args.search else config.caption.model)
     if name == "none":
-        print('htx model download: caption.model is "none"; name a model, e.g. Salesforce/blip-image-captioning-base', file=sys.stderr)
+        example = "sentence-transformers/all-MiniLM-L6-v2" if args.search else "Salesforce/blip-image-captioning-base"
+        print(f'htx model download: {setting} is "none"; name a model, e.g. {example}', file=sys.stderr)
         return EXIT_USAGE
     if model_source(name, config.base_dir).is_folder:
         print(f"htx model download: {name} is a folder, not a hub id: nothing to download", file=sys.stderr)
@@ -63,9 +65,10 @@ def cmd_model_download(config: Config, args: argparse.Namespace) -> int:
         log.error(
             "could not download %s: %s. This needs access to the Hugging Face hub; without it, copy the "
             "cache folder (~/.cache/huggingface/hub) from a machine that has the model, or set "
-            "caption.model to a folder holding a saved BLIP model",
+            "%s to a folder holding a saved model",
             name,
             first_line,
+            setting,
         )
         return EXIT_FAILURE
     print(f"{name} is in the local cache ({folder}); the daemon loads it at its next start")

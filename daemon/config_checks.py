@@ -46,16 +46,22 @@ def _folder_problem(folder: Path) -> str | None:
 
 
 def _model_findings(config: Config) -> list[str]:
-    if not config.caption.enabled:
-        return []
     from daemon.captions.errors import CaptionerUnavailable
     from daemon.captions.model_source import check_present, model_source
+    from models.text_embedder import SearchModelUnavailable, TextEmbedder
 
-    try:
-        check_present(model_source(config.caption.model, config.base_dir))
-    except CaptionerUnavailable as error:
-        return [str(error)]
-    return []
+    findings = []
+    if config.caption.enabled:
+        try:
+            check_present(model_source(config.caption.model, config.base_dir))
+        except CaptionerUnavailable as error:
+            findings.append(str(error))
+    if config.search.enabled:
+        try:
+            TextEmbedder(config.search.model, config.base_dir).check_present()
+        except SearchModelUnavailable as error:
+            findings.append(str(error))
+    return findings
 
 
 def _store_findings(config: Config) -> list[str]:

@@ -8,7 +8,8 @@ process has (pipeline.roles), each on threads of its own, and stops them. The ro
 - "watch": watching (the watch lease, the watcher, rescans) and the registrar (hash, pending
   row, duplicates);
 - "thumbnails": pipeline workers (claim, stages, outcome);
-- "captions": the caption feeder and worker (or, with caption.model = "none", CaptionsOff);
+- "captions": the caption feeder and worker (or, with caption.model = "none", CaptionsOff),
+  and the embedding of captions for search by meaning (daemon.roles.embedding);
 - always: the leases (renew held claims, put back lost ones) and the heartbeat, here.
 Every claim ends through daemon.roles.claims (given back) or daemon.roles.outcomes (recorded,
 then its file put in the store, models.store); the database writer applies every write of the
@@ -44,6 +45,7 @@ from daemon.notify import SystemdNotifier
 from daemon.outage import Outage
 from daemon.roles.captioning import Captioning, CaptionsOff
 from daemon.roles.claims import Claims
+from daemon.roles.embedding import Embedding
 from daemon.roles.leases import Leases
 from daemon.roles.outcomes import Outcomes
 from daemon.roles.pipeline_worker import PipelineWorker
@@ -56,6 +58,7 @@ from models.status_reads import superuser_role
 from models.config import Config
 from models.db import make_engine
 from models.stores import open_store
+from models.text_embedder import TextEmbedder
 
 log = logging.getLogger("htx.daemon")
 
@@ -91,6 +94,9 @@ class Daemon:
             self._captions = Captioning(shared, claims, outcomes, self.captioner, on_status=self._try_heartbeat)
         elif captions_here:
             self._captions_off = CaptionsOff(shared, claims)
+        self.embedding: Embedding | None = None
+        if captions_here and config.search.enabled:
+            self.embedding = Embedding(shared, TextEmbedder(config.search.model, config.base_dir))
         self._pipeline = PipelineWorker(shared, claims, outcomes, self.captioner, self._captions)
 
     @property
@@ -141,6 +147,8 @@ class Daemon:
             self._captions.start(self._threads)
         elif self._captions_off is not None:
             self._captions_off.start(self._threads)
+        if self.embedding is not None:
+            self.embedding.start(self._threads)
         for number in range(self._worker_count):
             spawn(self._threads, f"htx-worker-{number}", self._pipeline.loop)
         spawn(self._threads, "htx-leases", self._leases.loop)
@@ -263,7 +271,9 @@ class Daemon:
 
     def _queue_empty(self) -> bool:
         try:
-            return self.writer.call(work_queue.pending_count, self.stages, self.worker_id) == 0
+            if self.writer.call(work_queue.pending_count, self.stages, self.worker_id) != 0:
+                return False
+            return self.embedding is None or self.embedding.idle()
         except EnvironmentFault:
             return False
 

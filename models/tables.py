@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, LargeBinary, MetaData, String, Text, text
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -148,7 +148,36 @@ class Image(Base):
             sqlite_where=text("status = 'done' AND stage = 'caption'"),
             postgresql_where=text("status = 'done' AND stage = 'caption'"),
         ),
+        # Done images with a caption: what search by meaning embeds (migration 0013).
+        Index(
+            "ix_images_captioned",
+            "id",
+            sqlite_where=text("status = 'done' AND caption IS NOT NULL"),
+            postgresql_where=text("status = 'done' AND caption IS NOT NULL"),
+        ),
         # An id is never given twice, though images can be deleted (migration 0008).
+        {"sqlite_autoincrement": True},
+    )
+
+
+class ImageEmbedding(Base):
+    """The embedding of one image's caption by one search model (search.model, migration 0013):
+    one row per image and model. A trigger on `images` removes the rows of an image whose
+    caption changes or that is deleted; the daemon embeds the caption again."""
+
+    __tablename__ = "image_embeddings"
+
+    # Grows with every row written, never given twice: the API's in-memory index reads what is
+    # new since its last read by it.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(200))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float16, little-endian (models.text_embedder)
+    embedded_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (
+        Index("ix_image_embeddings_image_model", "image_id", "model", unique=True),
+        Index("ix_image_embeddings_model_seq", "model", "seq"),
         {"sqlite_autoincrement": True},
     )
 

@@ -5,36 +5,13 @@ OpenVINO is loaded, so that a model that is missing or unreadable is said at onc
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.captions.errors import CaptionerUnavailable
 from models.files import current_user
+from models.model_files import ModelSource, local_file, model_source, unreadable_files
 
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where `caption.model` points."""
-
-    name: str  # stored as caption_model: the hub id, or the folder's name (never a server path)
-    location: str  # what from_pretrained gets: the hub id, or the folder's absolute path
-    is_folder: bool
-
-
-def model_source(model: str, base_dir: Path) -> ModelSource:
-    """Read `caption.model`: an existing folder (relative to the config file), else a hub id.
-
-    Something that can only be a path (absolute, ./, ../, ~, more than one slash) is a folder
-    even when it does not exist, so the error says "folder not found" rather than "not cached".
-    """
-    path = Path(model).expanduser()
-    if not path.is_absolute():
-        path = (base_dir / path).resolve()
-    looks_like_path = model.startswith(("/", ".", "~")) or model.count("/") > 1
-    if path.is_dir() or looks_like_path:
-        return ModelSource(name=path.name, location=str(path), is_folder=True)
-    return ModelSource(name=model, location=model, is_folder=False)
+__all__ = ["ModelSource", "check_present", "local_file", "model_source", "processor_input_size", "unavailable", "unreadable_files"]
 
 
 def processor_input_size(source: ModelSource) -> int | None:
@@ -57,16 +34,6 @@ def processor_input_size(source: ModelSource) -> int | None:
         if isinstance(size, int) and size > 0:
             return size
     return None
-
-
-def local_file(source: ModelSource, filename: str) -> Path | None:
-    if source.is_folder:
-        path = Path(source.location) / filename
-        return path if path.is_file() else None
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(source.location, filename)  # the cache only: never the network
-    return Path(found) if isinstance(found, str) else None
 
 
 def unavailable(source: ModelSource, problem: str, detail: str = "") -> CaptionerUnavailable:
@@ -105,17 +72,3 @@ def check_present(source: ModelSource) -> None:
             f"{' and more' if len(unreadable) > 3 else ''} in {folder}; to fix: chown -R {user}: {folder}",
             reason=f"caption model {source.name} not readable: permission denied",
         )
-
-
-def unreadable_files(folder: Path) -> list[str]:
-    """The names of the files (and folders) under `folder` this process may not read."""
-    found = []
-    for top, folders, names in os.walk(folder, onerror=lambda error: found.append(Path(error.filename).name)):
-        for name in folders:
-            if not os.access(os.path.join(top, name), os.R_OK | os.X_OK):
-                found.append(name + "/")
-        for name in names:
-            path = os.path.join(top, name)
-            if not os.access(path, os.R_OK):  # follows the hub cache's links to its blobs
-                found.append(os.path.relpath(path, folder))
-    return sorted(set(found))
