@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +185,12 @@ def photo_files(tmp_path_factory) -> list[Path]:
         path.write_bytes(photo_bytes(number))
         paths.append(path)
     return paths
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder every user may reach (pytest's own temp folders are root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="htx-model-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import os
+import pwd
 import subprocess
 import dataclasses
 import io
@@ -241,3 +242,32 @@ class GatedCaptioner:
     def caption(self, images: Sequence[PILImage.Image], *, cancel: threading.Event | None = None) -> list[str]:
         self.seen.extend(image.size for image in images)
         return [f"caption {len(self.seen) - len(images) + number}" for number in range(len(images))]
+
+
+def as_user(name: str, check: Callable[[], object], expected: type[BaseException]) -> str:
+    """What `check()` raises, of `expected` (its message; "no error" if nothing), in a child
+    process that runs as the user `name`."""
+    user = pwd.getpwnam(name)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: the interpreter is loaded already, only the user changes
+        os.close(reader)
+        try:
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            try:
+                check()
+                said = "no error"
+            except expected as error:
+                said = str(error)
+            except BaseException as error:  # noqa: BLE001 - said to the parent, which fails on it
+                said = f"unexpected {type(error).__name__}: {error}"
+            os.write(writer, said.encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as answer:
+        said = answer.read().decode()
+    os.waitpid(child, 0)
+    return said

@@ -1,9 +1,11 @@
 // The filters: a status (every image but the failed ones, by default: those have a view of
-// their own, behind the failed banner), a search and an order, kept in the page's address, so
-// that a reload or a shared link shows the same images.
+// their own, behind the failed banner), a search (by meaning where the server can, or by the
+// exact words: ?match=words) and an order, kept in the page's address, so that a reload or a
+// shared link shows the same images.
 
 import { $ } from "./dom.js";
 import { loadFirstPage } from "./grid.js";
+import { updateSearchControls } from "./search.js";
 import { STATUSES, state } from "./state.js";
 
 const SEARCH_DELAY_MS = 250;
@@ -13,7 +15,9 @@ export function readLocation() {
   state.status = STATUSES.includes(params.get("status")) ? params.get("status") : "";
   state.q = params.get("q") || "";
   state.sort = params.get("order") === "taken" ? "taken" : "received";
+  state.exact = params.get("match") === "words";
   $("#q").value = state.q;
+  $("#exact").checked = state.exact;
   $("#order").value = state.sort === "taken" ? "taken" : "";
   for (const radio of document.querySelectorAll('input[name="status"]')) radio.checked = radio.value === state.status;
   updateFailedBanner();
@@ -21,9 +25,10 @@ export function readLocation() {
 
 function writeLocation() {
   const params = new URLSearchParams(location.search);
-  for (const name of ["status", "q", "order"]) params.delete(name);
+  for (const name of ["status", "q", "match", "order"]) params.delete(name);
   if (state.status) params.set("status", state.status);
   if (state.q.trim()) params.set("q", state.q.trim());
+  if (state.exact) params.set("match", "words"); // by meaning, the default, leaves the address as it was
   if (state.sort === "taken") params.set("order", "taken");
   params.delete("image"); // a filter changes while no detail is open
   const query = params.toString();
@@ -82,6 +87,14 @@ $("#filters").addEventListener("submit", (event) => {
 for (const radio of document.querySelectorAll('input[name="status"]')) {
   radio.addEventListener("change", () => showStatus(radio.value));
 }
+$("#exact").addEventListener("change", () => {
+  state.exact = $("#exact").checked;
+  if (state.q.trim()) applyFilters();
+  else { // nothing searched: the list stays as it is
+    writeLocation();
+    updateSearchControls();
+  }
+});
 $("#order").addEventListener("change", () => {
   state.sort = $("#order").value === "taken" ? "taken" : "received";
   applyFilters();

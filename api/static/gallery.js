@@ -24,9 +24,9 @@ Object.assign(hooks, {
 });
 readLocation();
 window.addEventListener("popstate", () => {
-  const filters = [state.status, state.q, state.sort];
+  const filters = [state.status, state.q, state.sort, state.exact];
   readLocation();
-  if (filters[0] !== state.status || filters[1] !== state.q || filters[2] !== state.sort) loadFirstPage();
+  if (filters.some((value, index) => value !== [state.status, state.q, state.sort, state.exact][index])) loadFirstPage();
   const id = locationImage();
   if (id !== null) openDetail(id, { fromLocation: true });
   else if (dialog.open) {

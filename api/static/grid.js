@@ -1,9 +1,10 @@
 // The grid: a tile per image, in the list's order (newest first, by arrival or by when it was
-// taken), in pages loaded as it scrolls into view.
+// taken; a search by meaning best match first), in pages loaded as it scrolls into view.
 
 import { getJSON } from "./api.js";
 import { $, el } from "./dom.js";
 import { captionOf, thumbnailOf } from "./image.js";
+import { byMeaning, scoreTitle, searchMatch, updateSearchControls } from "./search.js";
 import { DEFAULT_STATUSES, hooks, state } from "./state.js";
 
 export const PAGE_SIZE = 60;
@@ -18,6 +19,7 @@ export function listPath(extra = {}) {
   else if (usesStatusList()) params.set("status", DEFAULT_STATUSES.join(","));
   if (usesTakenOrder()) params.set("order", "taken");
   if (state.q.trim()) params.set("q", state.q.trim());
+  if (state.match) params.set("match", state.match);
   for (const [key, value] of Object.entries(extra)) params.set(key, value);
   return `api/images?${params}`;
 }
@@ -28,10 +30,12 @@ export const inView = (item) => (state.status ? item.status === state.status : i
 
 // A page of the list. A server that does not take `order=taken` or a list of statuses yet
 // answers 400: the page then asks without them (by arrival; the failed ones dropped here).
+// One that cannot search by meaning now (its model cannot be loaded: 503) is asked by words.
 export async function fetchPage(extra = {}) {
   for (;;) {
     const taken = usesTakenOrder();
     const list = usesStatusList();
+    const meaning = state.match !== null && !extra.cursor; // a cursor holds for its own match only
     try {
       const page = await getJSON(listPath(extra));
       if (taken) state.takenOrderOK = true;
@@ -39,6 +43,11 @@ export async function fetchPage(extra = {}) {
       page.items = page.items.filter(inView);
       return page;
     } catch (error) {
+      if (meaning && [400, 503].includes(error.status) && /meaning|match/i.test(error.message)) {
+        state.meaningOK = false;
+        state.match = searchMatch();
+        continue;
+      }
       if (error.status !== 400 || !(taken || list)) throw error;
       if (taken && /order/i.test(error.message) && !/cursor/i.test(error.message)) {
         state.takenOrderOK = false;
@@ -56,12 +65,13 @@ const tiles = new Map(); // id -> { li, signature }
 
 function signature(item) {
   return JSON.stringify([item.status, item.filename, item.caption, item.caption_status, item.caption_error, item.error,
-    Boolean(item.thumbnails && item.thumbnails.small), state.captionNote]);
+    Boolean(item.thumbnails && item.thumbnails.small), state.captionNote, item.score]);
 }
 
 function renderTile(item) {
   const caption = captionOf(item);
-  return el("button", { type: "button", className: "open", "data-id": item.id },
+  // A search by meaning's score, in the tooltip: how close it came, without clutter.
+  return el("button", { type: "button", className: "open", "data-id": item.id, title: scoreTitle(item) },
     el("span", { className: "check", "aria-hidden": "true" }),
     thumbnailOf(item),
     el("span", { className: "name", text: item.filename }),
@@ -141,7 +151,10 @@ function viewTotal() {
   return DEFAULT_STATUSES.reduce((sum, status) => sum + (counts[status] || 0), 0);
 }
 
-export const orderWords = () => (usesTakenOrder() ? "by when taken, newest first" : "newest first");
+export function orderWords() {
+  if (byMeaning()) return "best match first";
+  return usesTakenOrder() ? "by when taken, newest first" : "newest first";
+}
 
 export function updateSummary() {
   const count = state.order.length;
@@ -159,11 +172,13 @@ export function updateSummary() {
   else text = `${total.toLocaleString()}${more} image${total === 1 ? "" : "s"}${filter ? ` matching ${filter}` : ""}, ${orderWords()}.`;
   $("#summary").textContent = text;
   let orderNote = "";
-  if (state.sort === "taken" && state.takenOrderOK === false) orderNote = "This server cannot order by when taken yet: by arrival.";
+  if (state.sort === "taken" && byMeaning()) orderNote = "A search by meaning comes best match first.";
+  else if (state.sort === "taken" && state.takenOrderOK === false) orderNote = "This server cannot order by when taken yet: by arrival.";
   else if (state.sort === "taken" && state.q.trim()) orderNote = "A search comes by arrival.";
   $("#order-note").textContent = orderNote;
   grid.setAttribute("aria-label", `Images, ${orderWords()}`);
   $("#more").hidden = !state.cursor;
+  updateSearchControls();
 }
 
 export function showNotice(message) {
@@ -176,6 +191,7 @@ export function showNotice(message) {
 
 export async function loadFirstPage() {
   const generation = ++state.generation;
+  state.match = searchMatch();
   state.loading = true;
   try {
     const page = await fetchPage();

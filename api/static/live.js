@@ -8,6 +8,7 @@
 import { getJSON, imagePath } from "./api.js";
 import { refreshDetail } from "./detail.js";
 import { PAGE_SIZE, fetchPage, inView, layout, showNotice, upsertTile, usesTakenOrder } from "./grid.js";
+import { byMeaning } from "./search.js";
 import { FINISHED, state } from "./state.js";
 import { refreshStats } from "./stats.js";
 import { followingUploads } from "./uploads.js";
@@ -18,8 +19,8 @@ const LIST_MAX = 500; // the most images one page of the list may hold (the API'
 
 async function refresh() {
   const generation = state.generation;
-  if (usesTakenOrder()) {
-    await refreshInTakenOrder(generation);
+  if (usesTakenOrder() || byMeaning()) {
+    await refreshInListOrder(generation);
     return;
   }
   const page = await fetchPage();
@@ -67,10 +68,11 @@ async function refresh() {
   layout();
 }
 
-// In the order of capture, a new image (an old photo sent today) may belong anywhere: the
-// list is asked for again down to what is shown, up to the longest page the API gives; what
-// is shown beyond that stays as it is.
-async function refreshInTakenOrder(generation) {
+// In the order of capture, a new image (an old photo sent today) may belong anywhere, and so
+// it may by meaning (ranked by its caption): the list is asked for again down to what is
+// shown, up to the longest page the API gives, in its order; what is shown beyond that stays
+// as it is.
+async function refreshInListOrder(generation) {
   const shown = state.order.length;
   const limit = Math.min(LIST_MAX, Math.max(PAGE_SIZE, shown));
   const page = await fetchPage({ limit: String(limit) });

@@ -8,6 +8,8 @@ export const DEFAULT_STATUSES = ["pending", "processing", "done"];
 export const state = {
   status: "", // "": the default view (DEFAULT_STATUSES); else one of STATUSES
   q: "",
+  exact: false, // the "Exact words" toggle: a search by the words as written, not by meaning
+  match: null, // the match parameter of the list shown ("auto", "words"; null: none sent)
   sort: "received", // "received" (arrival, newest first) or "taken" (capture time, newest first)
   items: new Map(), // id -> list item, as GET /api/images gives it
   order: [], // ids shown, in the list's order
@@ -21,6 +23,7 @@ export const state = {
   // does without: the failed ones dropped here, the default order).
   statusListOK: null,
   takenOrderOK: null,
+  meaningOK: null, // false: a search by meaning failed here (its model cannot be loaded)
   detailId: null,
   detailPushed: false, // the detail's ?image= was pushed on the history: Back closes it
   selecting: false, // the grid's select mode: a click on a tile selects it

@@ -1,10 +1,11 @@
 // The statistics panel, from /api/stats, which also says why no image gets a caption now: once,
-// in the caption banner (the tiles stay quiet about it).
+// in the caption banner (the tiles stay quiet about it), and whether a search can go by meaning.
 
 import { getJSON } from "./api.js";
 import { $, formatMs } from "./dom.js";
 import { updateFailedBanner } from "./filters.js";
-import { updateSummary } from "./grid.js";
+import { loadFirstPage, updateSummary } from "./grid.js";
+import { searchMatch } from "./search.js";
 import { state } from "./state.js";
 
 const BANNER_HIDDEN_KEY = "htx.captionBannerHidden"; // the note whose banner was hidden
@@ -57,5 +58,7 @@ export async function refreshStats() {
   showCaptionBanner();
   updateFailedBanner();
   updateSummary();
+  // Search by meaning came (a first caption embedded) or went since the search shown: again.
+  if (state.generation > 0 && searchMatch() !== state.match) loadFirstPage();
   return stats;
 }

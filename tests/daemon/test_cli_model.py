@@ -63,3 +63,14 @@ def test_nothing_to_download_is_a_usage_error(
     config_file.write_text(f'[caption]\nmodel = "{model}"\n')
     assert cli.main(["--config", str(config_file), "model", "download"]) == cli.EXIT_USAGE
     assert message in capsys.readouterr().err
+
+
+def test_download_search_fetches_search_model(tmp_path: Path, offline_hub: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_file = tmp_path / "htx.toml"
+    config_file.write_text('[search]\nmodel = "someone/their-minilm"\n')
+    assert cli.main(["--config", str(config_file), "model", "download", "--search"]) == cli.EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "could not download someone/their-minilm" in err and "search.model to a folder" in err
+    config_file.write_text('[search]\nmodel = "none"\n')
+    assert cli.main(["--config", str(config_file), "model", "download", "--search"]) == cli.EXIT_USAGE
+    assert 'search.model is "none"' in capsys.readouterr().err
