@@ -44,6 +44,7 @@ class MeaningIndex:
         self._ids = np.zeros(0, dtype=np.int64)
         self._count = 0
         self._position: dict[int, int] = {}  # image id -> row
+        self._first_capacity = MIN_GROWTH  # the first fill makes room for what it will read
 
     def __len__(self) -> int:
         return self._count
@@ -58,6 +59,8 @@ class MeaningIndex:
         """Read the rows written since the last read; how many were new or changed."""
         changed = 0
         after = max(0, self.last_seq - SEQ_SLACK) if self.last_seq else 0
+        if self._vectors is None:
+            self._first_capacity = embedding_reads.embedded_count(connection, self.model) + MIN_GROWTH
         while True:
             rows = embedding_reads.written_since(connection, self.model, after, limit=READ_ROWS)
             changed += self.add(rows)
@@ -86,8 +89,8 @@ class MeaningIndex:
 
     def _append_row(self, dimensions: int) -> int:
         if self._vectors is None:
-            self._vectors = np.zeros((MIN_GROWTH, dimensions), dtype=VECTOR_DTYPE)
-            self._ids = np.zeros(MIN_GROWTH, dtype=np.int64)
+            self._vectors = np.zeros((self._first_capacity, dimensions), dtype=VECTOR_DTYPE)
+            self._ids = np.zeros(self._first_capacity, dtype=np.int64)
         elif self._count == len(self._vectors):
             capacity = self._count + max(MIN_GROWTH, int(self._count * GROWTH))
             vectors = np.zeros((capacity, dimensions), dtype=VECTOR_DTYPE)

@@ -96,7 +96,7 @@ async def _search_stats(ctx: ApiContext, db: Reader) -> dict[str, Any]:
     meaning = ctx.meaning
     if meaning is None:
         return {"enabled": False, "model": None, "reason": 'search.model is "none"'}
-    counts = await db.run(embedding_reads.counts, meaning.model)
+    counts = await db.run_apart(embedding_reads.counts, meaning.model)  # milliseconds: off the event loop
     return {"enabled": True, "model": meaning.model, "embedded": counts.embedded, "waiting": counts.waiting, "in_index": len(meaning.index)}
 
 

@@ -124,8 +124,9 @@ def cmd_reprocess(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_stats(config: Config, args: argparse.Namespace) -> int:
     from daemon.database.records import utcnow
-    from daemon.report import stats_table
-    from models import stats_reads, status_reads
+    from daemon.report import search_line, stats_table
+    from models import embedding_reads, stats_reads, status_reads
+    from models.text_embedder import search_model_source
 
     engine = open_database(config, "stats", readonly=True)
     if engine is None:
@@ -140,6 +141,8 @@ def cmd_stats(config: Config, args: argparse.Namespace) -> int:
                 lease_s=config.pipeline.lease_s,
                 captions_configured=config.caption.enabled,
             )
+            model = search_model_source(config.search.model, config.base_dir).name if config.search.enabled else None
+            lines.append(search_line(model, embedding_reads.counts(connection, model) if model else None))
     finally:
         engine.dispose()
     print("\n".join(lines))

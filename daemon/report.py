@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from models.caption_state import caption_state
+from models.embedding_reads import EmbeddingCounts
 from models.stats_reads import Stats
 from models.status_reads import DaemonStatus
 
@@ -62,3 +63,11 @@ def stats_table(
                 f"{worker.processed_last_hour:>12,}  {worker.roles or ''}"
             )
     return lines
+
+
+def search_line(model: str | None, counts: EmbeddingCounts | None) -> str:
+    """How far the embedding of captions for search by meaning has got."""
+    if model is None or counts is None:
+        return f"{'search':<14}by words only (search.model is \"none\")"
+    waiting = f", {counts.waiting:,} waiting" if counts.waiting else ""
+    return f"{'search':<14}by meaning with {model}: {counts.embedded:,} caption(s) embedded{waiting}"

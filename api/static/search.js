@@ -8,6 +8,7 @@ import { state } from "./state.js";
 
 const PLACEHOLDER_WORDS = "words in captions and file names";
 const PLACEHOLDER_MEANING = "what the picture shows, or a file name";
+const EXACT_TITLE = "Find the words as written, newest first, instead of by meaning";
 
 // Whether this server searches by meaning now: its statistics say so (none yet: not known,
 // so not), some caption has its embedding to compare with, and no search by meaning failed
@@ -18,10 +19,13 @@ export function meaningAvailable() {
   return search.embedded !== 0; // nothing embedded yet: meaning would find nothing at all
 }
 
+// Only done images have a caption's meaning: the views of the others search their words.
+const viewHasMeaning = () => !state.status || state.status === "done";
+
 // The match parameter a search sends now: "auto", "words", or null for none (no search, or a
-// server that does not search by meaning: its default, as ever).
+// server that does not search by meaning, or a view it cannot: its default, as ever).
 export function searchMatch() {
-  if (!state.q.trim() || !meaningAvailable()) return null;
+  if (!state.q.trim() || !meaningAvailable() || !viewHasMeaning()) return null;
   return state.exact ? "words" : "auto";
 }
 
@@ -39,9 +43,12 @@ export function scoreTitle(item) {
 // hint, and the order, which a search by meaning does not follow: it comes best match first.
 export function updateSearchControls() {
   const available = meaningAvailable();
-  $("#exact-label").hidden = !available;
+  const label = $("#exact-label");
+  label.hidden = !available;
   $("#exact").checked = state.exact;
-  $("#q").placeholder = available && !state.exact ? PLACEHOLDER_MEANING : PLACEHOLDER_WORDS;
+  $("#exact").disabled = !viewHasMeaning();
+  label.title = viewHasMeaning() ? EXACT_TITLE : `${EXACT_TITLE}: in this view, always (only done images are searched by meaning)`;
+  $("#q").placeholder = available && viewHasMeaning() && !state.exact ? PLACEHOLDER_MEANING : PLACEHOLDER_WORDS;
   $("#search-note").textContent = state.meaningOK === false && state.q.trim()
     ? "Search by meaning is not available now: by the exact words." : "";
   const order = $("#order");

@@ -16,8 +16,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
-from daemon.database import embeddings
+from daemon.database import embeddings, records
 from daemon.database.writer import DatabaseWriter
 from daemon.errors import EnvironmentFault
 from daemon.roles.shared import Shared, spawn
@@ -26,8 +27,13 @@ from models.text_embedder import SearchModelUnavailable, TextEmbedder, to_bytes
 
 log = logging.getLogger("htx.search")
 
-# How often an idle embedder looks for captions to embed (one indexed query).
+# How often an idle embedder looks for captions recorded since its last look (an index range
+# of processed_at), and how far back each look reaches, for clocks of a fleet a little apart.
 IDLE_POLL_S = 1.0
+RECENT_MARGIN_S = 10.0
+# How often it walks every captioned image instead: what a look at the recent ones cannot see
+# (`htx recaption`, which sets no processed_at; a clock further off).
+FULL_WALK_S = 60.0
 # How often progress is logged while there is a backlog (a reindex).
 PROGRESS_LOG_S = 10.0
 
@@ -39,10 +45,12 @@ def embed_waiting(
     limit: int,
     part: tuple[int, int] = (0, 1),
     load: Callable[[], None] | None = None,
+    processed_since: datetime | None = None,
 ) -> int:
-    """Embed up to `limit` captions waiting (of `part`, as embedding_reads.waiting) and record
-    them; how many. The model is loaded (by `load`, if given) only when one waits."""
-    batch = writer.call(embedding_reads.waiting, embedder.key, limit=limit, part=part)
+    """Embed up to `limit` captions waiting (of `part` and `processed_since`, as
+    embedding_reads.waiting) and record them; how many. The model is loaded (by `load`, if
+    given) only when one waits."""
+    batch = writer.call(embedding_reads.waiting, embedder.key, limit=limit, part=part, processed_since=processed_since)
     if not batch:
         return 0
     if not embedder.loaded:
@@ -67,9 +75,17 @@ class Embedding:
     def _loop(self) -> None:
         backlog_started: float | None = None
         last_log = 0.0
+        walked_at = -FULL_WALK_S  # monotonic: the first look walks them all (a new search.model)
+        since: datetime | None = None
         while self.shared.wait_turn():
+            looked_at = records.utcnow()
+            walk = time.monotonic() - walked_at >= FULL_WALK_S
             try:
-                done = self.embed_once()
+                done = self.embed_once(None if walk else since)
+                if walk and not done:
+                    walked_at = time.monotonic()
+                if not done:
+                    since = looked_at - timedelta(seconds=RECENT_MARGIN_S)
             except EnvironmentFault as fault:
                 self.shared.report(fault)
                 continue
@@ -105,9 +121,12 @@ class Embedding:
         self.status = "ready"
         log.info("search model %s ready in %.1f s", self.embedder.key, time.perf_counter() - started)
 
-    def embed_once(self) -> int:
-        """Embed one batch of the captions waiting (this process's part of them); how many."""
-        done = embed_waiting(self.shared.writer, self.embedder, limit=self.batch_size, part=self._part(), load=self._load)
+    def embed_once(self, processed_since: datetime | None = None) -> int:
+        """Embed one batch of the captions waiting (this process's part of them, of images
+        recorded since `processed_since` if given); how many."""
+        done = embed_waiting(
+            self.shared.writer, self.embedder, limit=self.batch_size, part=self._part(), load=self._load, processed_since=processed_since
+        )
         self.embedded += done
         return done
 

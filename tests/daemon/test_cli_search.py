@@ -61,6 +61,8 @@ def test_reindex_embeds_what_waits_then_everything_again_with_all(tmp_path: Path
     out = capsys.readouterr().out
     assert "embedded 12 caption(s) with model in " in out and "12 image(s) searchable by meaning, 0 waiting" in out
     assert counts(url, "model") == embedding_reads.EmbeddingCounts(12, 0)
+    assert cli.main(["--config", str(config_file), "stats"]) == cli.EXIT_OK
+    assert "search        by meaning with model: 12 caption(s) embedded\n" in capsys.readouterr().out + "\n"
     assert cli.main(["--config", str(config_file), "reindex"]) == cli.EXIT_OK
     assert "embedded 0 caption(s)" in capsys.readouterr().out
     assert cli.main(["--config", str(config_file), "reindex", "--all", "--forget-others"]) == cli.EXIT_OK
@@ -75,6 +77,8 @@ def test_reindex_without_a_search_model_says_so(tmp_path: Path, capsys: pytest.C
     config_file, _ = prepared(tmp_path, "none")
     assert cli.main(["--config", str(config_file), "reindex"]) == cli.EXIT_USAGE
     assert 'search.model is "none"' in capsys.readouterr().err
+    assert cli.main(["--config", str(config_file), "stats"]) == cli.EXIT_OK
+    assert 'search        by words only (search.model is "none")' in capsys.readouterr().out
 
 
 def test_reindex_with_a_model_that_is_not_there_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
