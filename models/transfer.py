@@ -3,8 +3,9 @@ then check that the two agree.
 
 The records keep their ids, so links, thumbnails and originals (paths relative to the data
 folder, which does not move) stay right. The target's own triggers rebuild its statistics
-totals and search index as the rows arrive; the daemon's heartbeat row is not copied (the
-daemon writes a new one when it starts on the target).
+totals and search index as the rows arrive; the embeddings of search by meaning follow the
+images (with new sequence numbers); the daemon's heartbeat row is not copied (the daemon
+writes a new one when it starts on the target).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from models import migrate
-from models.tables import Image, ImageTotals
+from models.tables import Image, ImageEmbedding, ImageTotals
 
 images = Image.__table__
+image_embeddings = ImageEmbedding.__table__
 image_totals = ImageTotals.__table__
 # Rows per insert and per transaction of the target. PostgreSQL's trigger updates the one
 # image_totals row of a status once per image, and within one transaction each update steps
@@ -91,6 +93,11 @@ def copy_records(source: Engine, target: Engine) -> tuple[Census, Census]:
                 writing.execute(insert(images), [dict(row) for row in batch])
                 writing.commit()
                 copied += len(batch)
+            vectors = [column for column in image_embeddings.c if column.name != "seq"]
+            embedded = reading.execution_options(yield_per=BATCH_ROWS).execute(select(*vectors).order_by(image_embeddings.c.seq))
+            for batch in embedded.mappings().partitions():
+                writing.execute(insert(image_embeddings), [dict(row) for row in batch])
+                writing.commit()
             if writing.dialect.name == "postgresql":
                 # Ids were given, so the sequence did not move: new images must start past them.
                 writing.execute(

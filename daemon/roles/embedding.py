@@ -34,6 +34,8 @@ RECENT_MARGIN_S = 10.0
 # How often it walks every captioned image instead: what a look at the recent ones cannot see
 # (`htx recaption`, which sets no processed_at; a clock further off).
 FULL_WALK_S = 60.0
+# How long an embedder waits after a batch failed for a reason of its own (out of memory, a bug).
+FAILED_BATCH_WAIT_S = 30.0
 # How often progress is logged while there is a backlog (a reindex).
 PROGRESS_LOG_S = 10.0
 
@@ -91,6 +93,10 @@ class Embedding:
                 continue
             except SearchModelUnavailable:
                 return  # said once, by _load
+            except Exception:  # a bug, or the model failing on a batch: never the thread's end
+                log.exception("search: could not embed a batch of captions; trying again in %.0f s", FAILED_BATCH_WAIT_S)
+                self.shared.stopping.wait(FAILED_BATCH_WAIT_S)
+                continue
             if done:
                 now = time.monotonic()
                 backlog_started = backlog_started or now

@@ -12,10 +12,10 @@ from sqlalchemy import event, insert, select
 
 from daemon.database import records
 from daemon.cli import main
-from models import image_reads, migrate, stats_reads, transfer
+from models import embedding_reads, image_reads, migrate, stats_reads, transfer
 from models.config import Config
 from models.db import make_engine
-from models.tables import Image
+from models.tables import Image, ImageEmbedding
 from tests.api.conftest import ingest
 from tests.helpers import read_images, write_config_file
 from tests.postgres import ThrowawayCluster
@@ -115,7 +115,14 @@ def test_copy_goes_in_batches_both_ways(postgres_cluster: ThrowawayCluster, tmp_
     migrate.upgrade(engine)
     with engine.begin() as connection:
         connection.execute(insert(images), _synthetic_rows(1))
+        captioned = [row.id for row in connection.execute(select(images.c.id, images.c.caption)) if row.caption][:100]
+        vectors = [(image_id, f"{image_id}".encode() * 4) for image_id in captioned]
+        connection.execute(
+            insert(ImageEmbedding.__table__),
+            [{"image_id": image_id, "model": "m", "vector": vector, "embedded_at": datetime(2026, 1, 1)} for image_id, vector in vectors],
+        )
     engine.dispose()
+    assert len(vectors) > 70  # more than a batch
     middle, last = postgres_cluster.new_database(), f"sqlite:///{tmp_path / 'last.db'}"
     for source_url, target_url in ((first, middle), (middle, last)):
         source, target = make_engine(source_url, readonly=True), make_engine(target_url)
@@ -127,6 +134,12 @@ def test_copy_goes_in_batches_both_ways(postgres_cluster: ThrowawayCluster, tmp_
         assert before == after and after.images == SYNTHETIC
     assert _records(last) == _records(first)
     assert _stats(last) == _stats(first)
+    engine = make_engine(last, readonly=True)
+    try:
+        with engine.connect() as connection:
+            assert {row[1:] for row in embedding_reads.written_since(connection, "m", 0, limit=1000)} == set(vectors)
+    finally:
+        engine.dispose()
 
 
 def test_a_copy_that_stops_partway_says_what_it_left(tmp_path: Path, monkeypatch) -> None:
