@@ -102,6 +102,13 @@ def test_results_come_best_first_with_their_score_and_pages_follow_on(client: Te
     assert [item["id"] for item in whole["items"]] == seen and whole["next_cursor"] is None
 
 
+def test_two_api_processes_on_one_database_agree(client: TestClient, searchable: Searchable) -> None:
+    with serve(searchable.config) as other:
+        for query in ("kitty", "vehicle", "a snowy mountain"):
+            params = {"q": query, "match": "meaning", "limit": 20}
+            assert other.get("/api/images", params=params).json() == client.get("/api/images", params=params).json()
+
+
 def test_the_filters_of_the_list_still_apply(client: TestClient, searchable: Searchable) -> None:
     first_id = next(iter(searchable.caption_of))
     sha256 = f"{searchable.caption_of[first_id]:064x}"

@@ -146,3 +146,28 @@ def test_a_search_model_that_cannot_be_loaded_stops_no_image(
     finally:
         engine.dispose()
     assert any("to fix: set search.model to a folder" in record.getMessage() for record in caplog.records)
+
+
+def test_a_batch_the_model_fails_on_is_tried_again_and_nothing_is_lost(
+    make_config: Callable[..., Config], start_daemon: Callable[..., Daemon], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from daemon.roles import embedding
+
+    real_embed = TextEmbedder.embed
+    failures = []
+
+    def failing_once(self: TextEmbedder, texts: Sequence[str]) -> np.ndarray:
+        if not failures:
+            failures.append(len(texts))
+            raise MemoryError("out of memory, once")
+        return real_embed(self, texts)
+
+    monkeypatch.setattr(TextEmbedder, "embed", failing_once)
+    monkeypatch.setattr(embedding, "FAILED_BATCH_WAIT_S", 0.1)
+    config = search_config(make_config)
+    daemon = start_daemon(config, captioner=ScriptedCaptioner("a horse in a field"))
+    for name in PHOTOS:
+        copy_in(CORPUS_DIR / name, config.inbox_dir / name)
+    assert daemon.wait_idle(timeout=90)
+    assert failures and len(embeddings_of(config, "model")) == len(PHOTOS)
+    assert any("could not embed a batch of captions" in record.getMessage() for record in caplog.records)
