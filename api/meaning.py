@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,19 @@ class MeaningSearch:
             only = {row["id"]} if row is not None else set()
         wanted = (limit + 1) * CANDIDATES_PER_ITEM
         while True:
-            ranked = self.index.rank(
-                query, limit=wanted, min_score=self.min_score, below=below, boosted=boosted, boost=AUTO_WORDS_BOOST, only=only
+            # A matrix product over every vector (milliseconds): on a worker thread, so other
+            # requests go on meanwhile.
+            ranked = await to_thread.run_sync(
+                partial(
+                    self.index.rank,
+                    query,
+                    limit=wanted,
+                    min_score=self.min_score,
+                    below=below,
+                    boosted=boosted,
+                    boost=AUTO_WORDS_BOOST,
+                    only=only,
+                )
             )
             rows = await reader.run(embedding_reads.summaries, [image_id for image_id, _ in ranked], kept_statuses, sha256)
             by_id = {row["id"]: row for row in rows}

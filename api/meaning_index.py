@@ -114,29 +114,30 @@ class MeaningIndex:
     ) -> list[tuple[int, float]]:
         """The best `limit` (image id, score), best first, ties newest id first: those scoring
         at least `min_score` and, with `below` (score, id), after it in that order. The ids in
-        `boosted` score `boost` more; with `only`, just those ids are ranked."""
+        `boosted` score `boost` more, and those not in the index (no caption, or not embedded
+        yet) are ranked too, at `boost`; with `only`, just those ids are ranked."""
         import torch
 
         with self._lock:
             count = self._count
-            if count == 0 or self._vectors is None:
-                return []
-            vectors = torch.from_numpy(self._vectors[:count])
-            scores = (vectors @ torch.from_numpy(np.asarray(query, dtype=VECTOR_DTYPE))).float().numpy()
+            if count and self._vectors is not None:
+                vectors = torch.from_numpy(self._vectors[:count])
+                scores = (vectors @ torch.from_numpy(np.asarray(query, dtype=VECTOR_DTYPE))).float().numpy()
+            else:
+                scores = np.zeros(0, dtype=np.float32)
             ids = self._ids[:count].copy()
-            rows = lambda wanted: np.array([self._position[i] for i in wanted if i in self._position], dtype=np.int64)  # noqa: E731
-            boosted_rows = rows(boosted) if boosted else None
-            only_rows = rows(only) if only is not None else None
-        if boosted_rows is not None and len(boosted_rows):
-            scores[boosted_rows] += np.float32(boost)
+            unindexed = [image_id for image_id in boosted if image_id not in self._position]
+        if unindexed:
+            ids = np.concatenate([ids, np.array(unindexed, dtype=np.int64)])
+            scores = np.concatenate([scores, np.zeros(len(unindexed), dtype=np.float32)])
+        if boosted:
+            scores[np.isin(ids, np.fromiter(boosted, dtype=np.int64))] += np.float32(boost)
         keep = scores >= np.float32(min_score)
         if below is not None:
             score, image_id = np.float32(below[0]), below[1]
             keep &= (scores < score) | ((scores == score) & (ids < image_id))
-        if only_rows is not None:
-            chosen = np.zeros(count, dtype=bool)
-            chosen[only_rows] = True
-            keep &= chosen
+        if only is not None:
+            keep &= np.isin(ids, np.fromiter(only, dtype=np.int64))
         candidates = np.flatnonzero(keep)
         if len(candidates) > limit:
             candidates = candidates[np.argpartition(-scores[candidates], limit - 1)[:limit]]

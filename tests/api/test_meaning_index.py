@@ -52,6 +52,10 @@ def test_boosted_ids_come_first_and_only_narrows() -> None:
     index = filled({1: unit(1, 0), 2: unit(0, 1), 3: unit(1, 1)})
     ranked = index.rank(unit(1, 0), limit=10, min_score=0.5, boosted={2}, boost=1.0)
     assert [image_id for image_id, _ in ranked] == [2, 1, 3]
+    # A word match with no embedding (no caption yet) is ranked at the boost alone.
+    ranked = index.rank(unit(1, 0), limit=10, min_score=0.5, boosted={2, 7}, boost=1.0)
+    assert ranked[:2] == [(7, 1.0), (2, 1.0)] and [image_id for image_id, _ in ranked[2:]] == [1, 3]
+    assert MeaningIndex("empty").rank(unit(1, 0), limit=5, min_score=0.5, boosted={4}, boost=1.0) == [(4, 1.0)]
     assert [image_id for image_id, _ in index.rank(unit(1, 0), limit=10, min_score=-1, only={3, 99})] == [3]
     assert index.rank(unit(1, 0), limit=10, min_score=-1, only=set()) == []
 

@@ -123,6 +123,25 @@ def test_auto_puts_exact_words_first(client: TestClient, searchable: Searchable)
     # A file name only words can match: auto brings it to the top, meaning cannot.
     items = client.get("/api/images", params={"q": "img_0042", "match": "auto"}).json()["items"]
     assert items and items[0]["filename"] == "IMG_0042.jpg"
+    # So does an image with no caption to embed, which meaning alone cannot find at all.
+    engine = make_engine(searchable.config.database_url)
+    try:
+        with engine.begin() as connection:
+            scan = connection.execute(
+                text(
+                    "INSERT INTO images (sha256, filename, status, received_at, size_bytes, sort_taken) "
+                    "VALUES (:sha, 'scan-0001.png', 'done', '2026-01-01', 1, '') RETURNING id"
+                ),
+                {"sha": "d" * 64},
+            ).scalar_one()
+        auto = client.get("/api/images", params={"q": "scan-0001", "match": "auto"}).json()["items"]
+        assert auto[0]["id"] == scan and auto[0]["caption"] is None
+        meaning = client.get("/api/images", params={"q": "scan-0001", "match": "meaning"}).json()["items"]
+        assert scan not in [item["id"] for item in meaning]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM images WHERE id = :id"), {"id": scan})
+        engine.dispose()
 
 
 @pytest.mark.parametrize(
