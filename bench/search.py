@@ -72,21 +72,21 @@ from sqlalchemy import Connection, Engine, insert, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.meaning import CANDIDATES_PER_ITEM  # noqa: E402
-from api.meaning_index import READ_ROWS, SEQ_SLACK, MeaningIndex  # noqa: E402
-from daemon.database import embeddings  # noqa: E402
-from daemon.database.writer import DatabaseWriter  # noqa: E402
-from daemon.roles.embedding import embed_waiting  # noqa: E402
-from models import embedding_reads, migrate  # noqa: E402
-from models.config_sections import SearchConfig  # noqa: E402
-from models.db import BACKENDS, make_engine  # noqa: E402
-from models.tables import Image as ImageRow  # noqa: E402
-from models.tables import ImageEmbedding  # noqa: E402
-from models.text_embedder import TextEmbedder, to_bytes  # noqa: E402
-from tests.postgres import ThrowawayCluster, started_or_none  # noqa: E402
-from tests.search_eval_set import CAPTIONS as EVAL_CAPTIONS  # noqa: E402
-from tests.search_eval_set import QUERIES as EVAL_QUERIES  # noqa: E402
-from tests.search_quality import DEPTH, fill, measure, packaged_minilm  # noqa: E402
+from api.meaning import CANDIDATES_PER_ITEM
+from api.meaning_index import READ_ROWS, SEQ_SLACK, MeaningIndex
+from daemon.database import embeddings
+from daemon.database.writer import DatabaseWriter
+from daemon.roles.embedding import embed_waiting
+from models import embedding_reads, migrate
+from models.config_sections import SearchConfig
+from models.db import BACKENDS, make_engine
+from models.tables import Image as ImageRow
+from models.tables import ImageEmbedding
+from models.text_embedder import TextEmbedder, to_bytes
+from tests.postgres import ThrowawayCluster, started_or_none
+from tests.search_eval_set import CAPTIONS as EVAL_CAPTIONS
+from tests.search_eval_set import QUERIES as EVAL_QUERIES
+from tests.search_quality import DEPTH, fill, measure, packaged_minilm
 
 CACHE = ROOT / "bench" / ".cache"
 SEED_BATCH_ROWS = 2000
@@ -266,7 +266,7 @@ class Server:
 
     def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(log, "ab")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "--config", str(config), "api"],
@@ -531,7 +531,7 @@ def bench_in_process(url: str, embedder: TextEmbedder, model: str, queries: list
         connection.rollback()
         out["index_count"] = len(index)
         out["index_nbytes"] = index.nbytes
-        out["index_capacity_rows"] = len(index._vectors) if index._vectors is not None else 0  # noqa: SLF001
+        out["index_capacity_rows"] = len(index._vectors) if index._vectors is not None else 0
         del index
         tracemalloc.start()
         index = MeaningIndex(model)
@@ -721,8 +721,7 @@ def measure_queries(apis: dict[str, Api], rounds: int, idle_rounds: int, repeate
     finally:
         for client in clients.values():
             client.close()
-    for backend in apis:
-        figures = out[backend]
+    for backend, figures in out.items():
         figures["latency"] = {kind: percentiles(values) for kind, values in figures.pop("kinds").items() if values}
         figures["mean_items"] = {kind: statistics.fmean(values) for kind, values in figures.pop("items").items() if values}
         figures["memory_end"] = proc_memory(apis[backend].server.pid)
@@ -794,30 +793,31 @@ def min_score_sweep(embedder: TextEmbedder) -> dict[str, Any]:
 # -- caption time, for comparison ----------------------------------------------------------------
 
 
+def _numbers_named(node: Any, name: str) -> list[float]:
+    """Every number (or list of numbers) under the key `name`, anywhere in a JSON document."""
+    found: list[float] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == name and isinstance(value, (int, float)):
+                found.append(float(value))
+            elif key == name and isinstance(value, list):
+                found.extend(float(v) for v in value if isinstance(v, (int, float)))
+            else:
+                found.extend(_numbers_named(value, name))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_numbers_named(value, name))
+    return found
+
+
 def caption_reference() -> dict[str, Any] | None:
     """The median caption_ms of the newest caption benchmark result in bench/results, if any."""
     files = sorted((ROOT / "bench" / "results").glob("*caption*.json"), key=lambda path: path.stat().st_mtime)
     for path in reversed(files):
         try:
-            document = json.loads(path.read_text())
+            found = _numbers_named(json.loads(path.read_text()), "caption_ms")
         except (OSError, ValueError):
             continue
-        found: list[float] = []
-
-        def walk(node: Any) -> None:
-            if isinstance(node, dict):
-                for key, value in node.items():
-                    if key == "caption_ms" and isinstance(value, (int, float)):
-                        found.append(float(value))
-                    elif key == "caption_ms" and isinstance(value, list):
-                        found.extend(float(v) for v in value if isinstance(v, (int, float)))
-                    else:
-                        walk(value)
-            elif isinstance(node, list):
-                for value in node:
-                    walk(value)
-
-        walk(document)
         if found:
             return {"file": str(path.relative_to(ROOT)), "median_caption_ms": statistics.median(found)}
     return None

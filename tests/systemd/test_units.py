@@ -89,6 +89,14 @@ def test_documentation_points_at_the_installed_readme(name: str) -> None:
     assert (UNITS_DIR.parent / "README.md").is_file()
 
 
+def test_the_api_reads_models_from_the_daemons_cache_offline() -> None:
+    def environment(name: str) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in _read(name)["Service"]["Environment"].split())
+
+    daemon, api = environment("htx-daemon.service"), environment("htx-api.service")
+    assert api["HF_HOME"] == daemon["HF_HOME"] and api["HF_HUB_OFFLINE"] == "1"
+
+
 def test_the_admin_wrapper_runs_htx_as_the_daemon_does() -> None:
     wrapper = (UNITS_DIR / "htx-admin").read_text()
     service = _read("htx-daemon.service")["Service"]
