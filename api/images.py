@@ -220,7 +220,8 @@ async def list_images(request: Request) -> Response:
         description: >-
           {"items": [{"id", "image_id", "filename", "status", "received_at", "error",
           "can_reprocess", "caption", "caption_status", "caption_error", "thumbnails": {"small",
-          "medium"}, "links"}], "next_cursor", "limit"}. can_reprocess: whether processing it
+          "medium"}, "links"}], "next_cursor", "limit"}; with match=meaning or auto, each item also
+          has "score" and the answer "match". can_reprocess: whether processing it
           again can change its outcome (done; failed for a reason other than its file's:
           not unsupported, corrupt, too_large or missing)
       400:

@@ -266,7 +266,7 @@ class Server:
 
     def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
-        self._log = open(log, "ab")
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "--config", str(config), "api"],

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, insert, text
 from starlette.testclient import TestClient
 
+from daemon.database import records
 from models import migrate
 from models.config import Config
 from models.db import make_engine
+from models.tables import Image
 from models.text_embedder import TextEmbedder
 from tests.api.conftest import config_for, serve
 from tests.conftest import new_database_url
@@ -59,6 +61,12 @@ def searchable(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
 def client(searchable: Searchable) -> Iterator[TestClient]:
     with serve(searchable.config) as test_client:
         yield test_client
+
+
+def insert_done(connection: Connection, sha256: str, filename: str, caption: str | None) -> int:
+    """A done image written directly, as the daemon would record it; its id."""
+    row = {"sha256": sha256, "filename": filename, "status": "done", "received_at": records.utcnow(), "size_bytes": 1, "caption": caption}
+    return connection.execute(insert(Image.__table__).values(row).returning(Image.__table__.c.id)).scalar_one()
 
 
 def ranked(client: TestClient, searchable: Searchable, query: str, match: str, limit: int = 10) -> list[int]:
@@ -127,13 +135,7 @@ def test_auto_puts_exact_words_first(client: TestClient, searchable: Searchable)
     engine = make_engine(searchable.config.database_url)
     try:
         with engine.begin() as connection:
-            scan = connection.execute(
-                text(
-                    "INSERT INTO images (sha256, filename, status, received_at, size_bytes, sort_taken) "
-                    "VALUES (:sha, 'scan-0001.png', 'done', '2026-01-01', 1, '') RETURNING id"
-                ),
-                {"sha": "d" * 64},
-            ).scalar_one()
+            scan = insert_done(connection, "d" * 64, "scan-0001.png", None)
         auto = client.get("/api/images", params={"q": "scan-0001", "match": "auto"}).json()["items"]
         assert auto[0]["id"] == scan and auto[0]["caption"] is None
         meaning = client.get("/api/images", params={"q": "scan-0001", "match": "meaning"}).json()["items"]
@@ -176,13 +178,7 @@ def test_a_new_embedding_is_searched_within_a_second_or_so(searchable: Searchabl
         engine = make_engine(searchable.config.database_url)
         try:
             with engine.begin() as connection:
-                new_id = connection.execute(
-                    text(
-                        "INSERT INTO images (sha256, filename, status, received_at, size_bytes, caption, sort_taken) "
-                        "VALUES (:sha, 'balloon.jpg', 'done', '2026-01-01', 1, :caption, '') RETURNING id"
-                    ),
-                    {"sha": "e" * 64, "caption": "a hot air balloon flying over a field"},
-                ).scalar_one()
+                new_id = insert_done(connection, "e" * 64, "balloon.jpg", "a hot air balloon flying over a field")
             embedder = TextEmbedder(searchable.config.search.model, searchable.config.base_dir)
             from daemon.database import embeddings
             from models.text_embedder import to_bytes
