@@ -24,10 +24,10 @@ from models.text_embedder import VECTOR_DTYPE
 
 # Rows read per statement while filling the index.
 READ_ROWS = 10_000
-# A top-up reads again the rows of this many seqs below the newest it has: on PostgreSQL a
-# transaction that took its seqs first can commit after one that took later ones, and would
+# A top-up on PostgreSQL reads again the rows of this many seqs below the newest it has: there
+# a transaction that took its seqs first can commit after one that took later ones, and would
 # be passed over. A daemon writes a batch (search.batch_size, 64) in one transaction; this
-# covers a dozen processes writing at once.
+# covers a dozen processes writing at once. SQLite's writes are one at a time: none is needed.
 SEQ_SLACK = 1024
 # Room added when the array is full, as a share of what it holds: a smaller share moves the
 # vectors more often, a larger one holds memory no vector uses.
@@ -44,6 +44,7 @@ class MeaningIndex:
         self._ids = np.zeros(0, dtype=np.int64)
         self._count = 0
         self._position: dict[int, int] = {}  # image id -> row
+        self._seqs = np.zeros(0, dtype=np.int64)  # the seq each row's vector came from
         self._first_capacity = MIN_GROWTH  # the first fill makes room for what it will read
 
     def __len__(self) -> int:
@@ -53,12 +54,13 @@ class MeaningIndex:
     def nbytes(self) -> int:
         """The memory the index holds (vectors, ids, the id map's entries, roughly)."""
         vectors = 0 if self._vectors is None else self._vectors.nbytes
-        return vectors + self._ids.nbytes + 100 * len(self._position)
+        return vectors + self._ids.nbytes + self._seqs.nbytes + 100 * len(self._position)
 
     def refresh(self, connection: Connection) -> int:
         """Read the rows written since the last read; how many were new or changed."""
         changed = 0
-        after = max(0, self.last_seq - SEQ_SLACK) if self.last_seq else 0
+        slack = SEQ_SLACK if connection.dialect.name == "postgresql" else 0
+        after = max(0, self.last_seq - slack)
         if self._vectors is None:
             self._first_capacity = embedding_reads.embedded_count(connection, self.model) + MIN_GROWTH
         while True:
@@ -70,34 +72,39 @@ class MeaningIndex:
 
     def add(self, rows: list[tuple[int, int, bytes]]) -> int:
         """Take (seq, image id, vector) rows in: a new image's vector is appended, a known one's
-        replaced. Rows already held (a top-up's slack) count for nothing."""
+        replaced (a row's seq is never written again: a new vector comes with a new seq). Rows
+        already held (a top-up's slack) are passed over."""
         changed = 0
         with self._lock:
             for seq, image_id, data in rows:
-                vector = np.frombuffer(data, dtype=VECTOR_DTYPE)
                 row = self._position.get(image_id)
+                if row is not None and self._seqs[row] >= seq:
+                    continue  # held already, or older than what is held
+                vector = np.frombuffer(data, dtype=VECTOR_DTYPE)
                 if row is None:
                     row = self._append_row(len(vector))
                     self._position[image_id] = row
                     self._ids[row] = image_id
-                    changed += 1
-                elif seq > self.last_seq or not np.array_equal(self._vectors[row], vector):
-                    changed += 1
                 self._vectors[row] = vector
+                self._seqs[row] = seq
                 self.last_seq = max(self.last_seq, seq)
+                changed += 1
         return changed
 
     def _append_row(self, dimensions: int) -> int:
         if self._vectors is None:
             self._vectors = np.zeros((self._first_capacity, dimensions), dtype=VECTOR_DTYPE)
             self._ids = np.zeros(self._first_capacity, dtype=np.int64)
+            self._seqs = np.zeros(self._first_capacity, dtype=np.int64)
         elif self._count == len(self._vectors):
             capacity = self._count + max(MIN_GROWTH, int(self._count * GROWTH))
             vectors = np.zeros((capacity, dimensions), dtype=VECTOR_DTYPE)
             vectors[: self._count] = self._vectors[: self._count]
             ids = np.zeros(capacity, dtype=np.int64)
             ids[: self._count] = self._ids[: self._count]
-            self._vectors, self._ids = vectors, ids
+            seqs = np.zeros(capacity, dtype=np.int64)
+            seqs[: self._count] = self._seqs[: self._count]
+            self._vectors, self._ids, self._seqs = vectors, ids, seqs
         self._count += 1
         return self._count - 1
 

@@ -62,7 +62,7 @@ def test_boosted_ids_come_first_and_only_narrows() -> None:
 
 def test_a_top_up_replaces_a_vector_in_place_and_grows_past_the_first_block() -> None:
     index = filled({1: unit(1, 0)})
-    assert index.add([(1, 1, to_bytes(unit(1, 0)))]) == 0  # the slack of a top-up: nothing new
+    assert index.add([(1, 1, to_bytes(unit(0, 1)))]) == 0  # the slack of a top-up: held already
     assert index.add([(2, 1, to_bytes(unit(0, 1)))]) == 1
     assert len(index) == 1 and index.rank(unit(0, 1), limit=1, min_score=0) == [(1, 1.0)]
     index.add([(seq, seq, to_bytes(unit(1, seq))) for seq in range(3, MIN_GROWTH + 10)])
