@@ -35,6 +35,12 @@ tests/postgres.py, fsync off, skipped with the reason when no server can start h
   same query again (cached embedding), its second page (cursor), match=auto (fresh), match=words
   (the same fresh texts), the list's first page without q, and GET /api/ping (the floor);
   then fresh meaning queries each after 1.2 s idle (REFRESH_S: each one tops the index up).
+  A third API on the first backend, started with OMP_NUM_THREADS=1 (torch on one intra-op
+  thread; no code changed), takes the same turns (--no-one-thread skips it): on a machine that
+  runs other work, two threads wait for each other at every parallel region of a batch of one.
+  Memory is VmRSS split into its anonymous part (what the process holds) and its file-backed
+  part (SQLite's mmap of the database: page cache); the index's memory is the anonymous part
+  less that of the same API with search off.
 - quality: the evaluation set (tests/search_eval_set.py, tests/search_quality.fill: the
   daemon's own writes) in a database of its own, through a real `htx api`: recall@5 and MRR for
   words, meaning and auto; and in this process, over the same set, what search.min_score
@@ -230,14 +236,16 @@ def load_average() -> str:
 
 
 def proc_memory(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak) of a process, in MB."""
+    """A process's resident memory in MB: VmRSS, its anonymous part (the heap: what the process
+    holds) and its file-backed part (mapped files: SQLite's mmap of the database, libraries;
+    page cache the kernel can drop), and VmHWM (the peak of VmRSS)."""
     fields = {}
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:
             name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
+            if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 fields[name] = int(value.split()[0]) / 1024
-    return {"rss_mb": fields["VmRSS"], "hwm_mb": fields["VmHWM"]}
+    return {"rss_mb": fields["VmRSS"], "anon_mb": fields["RssAnon"], "file_mb": fields["RssFile"], "hwm_mb": fields["VmHWM"]}
 
 
 def free_port() -> int:
@@ -503,13 +511,17 @@ def bench_daemon(url: str, embedder: TextEmbedder, per_size: int, pool: list[str
                 lone_model.append(timed.seconds * 1000)
         results["lone"] = {"wall": percentiles(lone_wall), "cpu": percentiles(lone_cpu), "model": percentiles(lone_model)}
         # The idle embedder's poll (every IDLE_POLL_S): who embeds, then what waits (nothing).
-        polls = []
+        polls, waits = [], []
         for _ in range(30):
             started = time.perf_counter()
             writer.call(embeddings.embedders)
+            between = time.perf_counter()
             assert not writer.call(embedding_reads.waiting, embedder.key, limit=SearchConfig().batch_size)
             polls.append((time.perf_counter() - started) * 1000)
+            waits.append((time.perf_counter() - between) * 1000)
         results["idle_poll"] = percentiles(polls)
+        results["idle_poll_waiting_alone"] = percentiles(waits)
+        results["load_average"] = load_average()
     finally:
         writer.stop()
         engine.dispose()
@@ -568,7 +580,9 @@ def bench_in_process(url: str, embedder: TextEmbedder, model: str, queries: list
         read_ms = []
         for _ in range(30):
             started = time.perf_counter()
-            embedding_reads.written_since(connection, model, max(0, index.last_seq - SEQ_SLACK), limit=READ_ROWS)
+            # What a top-up reads: the slack's rows again on PostgreSQL (api.meaning_index), none on SQLite.
+            slack = SEQ_SLACK if engine.dialect.name == "postgresql" else 0
+            embedding_reads.written_since(connection, model, max(0, index.last_seq - slack), limit=READ_ROWS)
             connection.rollback()
             read_ms.append((time.perf_counter() - started) * 1000)
         out["topup_read_alone"] = percentiles(read_ms)
@@ -826,6 +840,12 @@ def caption_reference() -> dict[str, Any] | None:
 # -- the report ----------------------------------------------------------------------------------
 
 
+def index_memory(figures: dict[str, Any]) -> float:
+    """The API's memory for the index: its anonymous memory with the index read, less that of
+    the same API with search off (SQLite's mapped pages of the database are page cache)."""
+    return figures["starts"][-1]["settled"]["anon_mb"] - figures["start_off"]["settled"]["anon_mb"]
+
+
 def report(document: dict[str, Any]) -> None:
     backends = list(document["backends"])
     width = 24
@@ -868,6 +888,8 @@ def report(document: dict[str, Any]) -> None:
     line("    of which the model, ms p50", each(lambda b: b["daemon"]["lone"]["model"]["p50_ms"]))
     line("    CPU ms p50 (all threads)", each(lambda b: b["daemon"]["lone"]["cpu"]["p50_ms"]))
     line("  idle poll (embedders + waiting, nothing waits): ms p50/p99", each(lambda b: (b["daemon"]["idle_poll"]["p50_ms"], b["daemon"]["idle_poll"]["p99_ms"]), "{:.2f} / {:.2f}"))
+    line("    of which embedding_reads.waiting: ms p50/p99", each(lambda b: (b["daemon"]["idle_poll_waiting_alone"]["p50_ms"], b["daemon"]["idle_poll_waiting_alone"]["p99_ms"]), "{:.2f} / {:.2f}"))
+    line("  (load average then)", each(lambda b: b["daemon"]["load_average"], "{}"))
     reference = document.get("caption_reference")
     if reference:
         lone = statistics.median(by[b]["daemon"]["lone"]["wall"]["p50_ms"] for b in backends)
@@ -883,7 +905,7 @@ def report(document: dict[str, Any]) -> None:
     line("  vector rows allocated (capacity)", each(lambda b: b["in_process"]["index_capacity_rows"], "{:,}"))
     for key, label in (
         ("embed_query", "embedding one query"), ("rank", "rank() over the index"), ("summaries", "the page's records (summaries)"),
-        ("refresh_topup", "a top-up with nothing new"), ("topup_read_alone", f"  its read alone ({SEQ_SLACK} rows)"),
+        ("refresh_topup", "a top-up with nothing new"), ("topup_read_alone", f"  its read alone (PostgreSQL: the {SEQ_SLACK} rows of the slack)"),
         ("counts", "embedding_reads.counts (/api/stats)"),
     ):
         line(f"  {label}: ms p50 / p99", each(lambda b, key=key: (b["in_process"][key]["p50_ms"], b["in_process"][key]["p99_ms"]), "{:.2f} / {:.2f}"))
@@ -895,17 +917,24 @@ def report(document: dict[str, Any]) -> None:
 
     print("\nthe API (`htx api`, one uvicorn worker)")
     line("  search off (search.model none): healthy after (s)", each(lambda b: b["start_off"]["healthy_s"], "{:.2f}"))
-    line("  search off: VmRSS (MB)", each(lambda b: b["start_off"]["settled"]["rss_mb"], "{:.0f}"))
+    memory = "{:.0f} ({:.0f} anon + {:.0f} file)"
+
+    def split(figures: dict[str, float]) -> tuple[float, float, float]:
+        return figures["rss_mb"], figures["anon_mb"], figures["file_mb"]
+
+    line("  search off: VmRSS (MB)", each(lambda b: split(b["start_off"]["settled"]), memory))
     line("  search on: healthy after (s), median of runs", each(lambda b: statistics.median(r["healthy_s"] for r in b["starts"]), "{:.2f}"))
     line("  search on: index read, seen in the log after (s), median", each(lambda b: statistics.median(r["index"]["seen_s"] for r in b["starts"]), "{:.2f}"))
     line("  search on: the log's 'read in' (s), median", each(lambda b: statistics.median(r["index"]["read_s"] for r in b["starts"]), "{:.2f}"))
-    line("  VmRSS when healthy (MB)", each(lambda b: b["starts"][-1]["healthy"]["rss_mb"], "{:.0f}"))
-    line("  VmRSS with the index read (MB)", each(lambda b: b["starts"][-1]["settled"]["rss_mb"], "{:.0f}"))
-    line("  -> the index's memory: that minus search off (MB)", each(lambda b: b["starts"][-1]["settled"]["rss_mb"] - b["start_off"]["settled"]["rss_mb"], "{:.0f}"))
+    line("  VmRSS when healthy (MB)", each(lambda b: split(b["starts"][-1]["healthy"]), memory))
+    line("  VmRSS with the index read (MB)", each(lambda b: split(b["starts"][-1]["settled"]), memory))
+    line("  -> the index's memory: anon minus search off's (MB)", each(lambda b: index_memory(b), "{:.0f}"))
+    line("     (VmRSS minus search off's, mapped file pages included)", each(lambda b: b["starts"][-1]["settled"]["rss_mb"] - b["start_off"]["settled"]["rss_mb"], "{:.0f}"))
     line("  VmHWM (peak) by then (MB)", each(lambda b: b["starts"][-1]["settled"]["hwm_mb"], "{:.0f}"))
     line("  first search (loads the model): ms", each(lambda b: b["queries"]["first_query_ms"], "{:.0f}"))
-    line("  VmRSS after it (MB): + model and torch", each(lambda b: b["queries"]["memory_after_first_query"]["rss_mb"], "{:.0f}"))
-    line("  VmRSS / VmHWM after every query below (MB)", each(lambda b: (b["queries"]["memory_end"]["rss_mb"], b["queries"]["memory_end"]["hwm_mb"]), "{:.0f} / {:.0f}"))
+    line("  VmRSS after it (MB): + model and torch", each(lambda b: split(b["queries"]["memory_after_first_query"]), memory))
+    line("  VmRSS after every query below (MB)", each(lambda b: split(b["queries"]["memory_end"]), memory))
+    line("  VmHWM after every query below (MB)", each(lambda b: b["queries"]["memory_end"]["hwm_mb"], "{:.0f}"))
 
     print(f"\nGET /api/images, limit {PAGE}, one request at a time over keep-alive, ms p50 / p99 (mean items on the page)")
     columns = {backend: by[backend]["queries"] for backend in backends}
@@ -937,7 +966,7 @@ def report(document: dict[str, Any]) -> None:
     verdicts = []
     for backend in backends:
         p99 = by[backend]["queries"]["latency"]["meaning, fresh"]["p99_ms"]
-        memory = by[backend]["starts"][-1]["settled"]["rss_mb"] - by[backend]["start_off"]["settled"]["rss_mb"]
+        memory = index_memory(by[backend])
         verdicts.append(
             f"{backend}: fresh meaning p99 {p99:.1f} ms {'ok' if p99 <= QUERY_P99_TARGET_MS else 'OVER'} (target <= {QUERY_P99_TARGET_MS:g}); "
             f"index memory {memory:.0f} MB {'ok' if memory <= INDEX_MEMORY_TARGET_MB else 'OVER'} (target <= {INDEX_MEMORY_TARGET_MB:g}, nbytes {by[backend]['in_process']['index_nbytes'] / 1e6:.0f})"
@@ -1011,6 +1040,9 @@ def main() -> None:
             results[backend]["seed"] = seed(url, args.images, unembedded, pool, vector_bytes, model)
             print(f"  {backend}: {args.images:,} images seeded in {results[backend]['seed']['seed_s']:.1f} s "
                   f"({args.images - unembedded:,} with embeddings)", flush=True)
+            engine = make_engine(url)
+            settle(engine)  # before the daemon's part: PostgreSQL's autovacuum of the load would run beside it
+            engine.dispose()
             results[backend]["daemon"] = bench_daemon(url, embedder, min(args.daemon_captions, unembedded // len(DAEMON_BATCHES)), pool)
             print(f"  {backend}: daemon batches timed: "
                   + ", ".join(f"{size}: {figures['per_s']:.0f}/s" for size, figures in results[backend]["daemon"]["batches"].items()), flush=True)
