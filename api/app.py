@@ -85,6 +85,8 @@ def create_app(config: Config) -> Starlette:
                 # Not cancelled: its read runs on a worker thread, which a cancel would leave
                 # holding a connection of the pool disposed of below.
                 await asyncio.gather(filling, return_exceptions=True)
+            if context.meaning is not None:
+                await context.meaning.settle()
             context.reader.close()
             context.reader = None
             context.writer.close()

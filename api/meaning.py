@@ -10,6 +10,7 @@ meaning. bench/search.py measures it against both.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -28,12 +29,15 @@ from api.errors import ServiceUnavailable
 from api.meaning_index import MeaningIndex
 from models import embedding_reads, image_reads
 from models.config import SearchConfig
+from models.embedding_reads import EmbeddingCounts
 from models.text_embedder import SearchModelUnavailable, TextEmbedder
 
 log = logging.getLogger("htx.api")
 
 # The index is read again for new embeddings at most this often, when a search comes.
 REFRESH_S = 1.0
+# How old the counts of /api/stats and /metrics may be.
+COUNTS_MAX_AGE_S = 5.0
 # Query embeddings kept: the gallery searches as a word is typed, and a page after the first
 # asks again for the same words.
 QUERY_CACHE = 256
@@ -50,14 +54,25 @@ class RankedPage:
     next_below: tuple[float, int] | None  # the cursor: the next page ranks after this (score, id)
 
 
+def _use_threads(threads: int) -> None:
+    import torch
+
+    # torch's intra-op threads are the process's: in the API, only search uses torch.
+    torch.set_num_threads(threads)
+
+
 class MeaningSearch:
     def __init__(self, search: SearchConfig, base_dir: Path) -> None:
         self.embedder = TextEmbedder(search.model, base_dir)
         self.index = MeaningIndex(self.embedder.key)
         self.min_score = search.min_score
+        self.threads = search.threads
         self.loaded_in_s: float | None = None  # the first fill of the index
         self._refreshed_at: float | None = None
         self._refresh_lock = anyio.Lock()
+        self._topping_up: asyncio.Task | None = None
+        self._counts: tuple[float, EmbeddingCounts] | None = None  # (monotonic, counts)
+        self._counting: asyncio.Task | None = None
         self._model_lock = anyio.Lock()
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -78,6 +93,40 @@ class MeaningSearch:
             if first:
                 self.loaded_in_s = time.perf_counter() - started
                 log.info("search index: %d embeddings of %s read in %.2f s", len(self.index), self.model, self.loaded_in_s)
+
+    async def settle(self) -> None:
+        """Wait for the reads started in the background: before the app's engine goes, whose
+        connections they hold on worker threads."""
+        await asyncio.gather(*(task for task in (self._topping_up, self._counting) if task is not None), return_exceptions=True)
+
+    def top_up_soon(self, reader: Reader) -> None:
+        """Top the index up in the background when it is due, so no search waits for the read
+        (PostgreSQL's, with its slack, takes 15 ms); the next search sees what it read."""
+        due = self._refreshed_at is None or time.monotonic() - self._refreshed_at >= REFRESH_S
+        if due and (self._topping_up is None or self._topping_up.done()):
+            self._topping_up = asyncio.get_running_loop().create_task(self._top_up(reader))
+
+    async def _top_up(self, reader: Reader) -> None:
+        try:
+            await self.refresh(reader)
+        except Exception as error:  # noqa: BLE001 - the next search tries again
+            log.warning("search index not topped up: %s", type(error).__name__)
+
+    async def counts(self, reader: Reader) -> EmbeddingCounts:
+        """embedding_reads.counts, at most COUNTS_MAX_AGE_S old: two index scans (tens of ms
+        at 100,000 images) that /api/stats would pay on every change; an older answer is given
+        while a new one is read in the background."""
+        if self._counts is None:
+            self._counts = (time.monotonic(), await reader.run_apart(embedding_reads.counts, self.model))
+        elif time.monotonic() - self._counts[0] >= COUNTS_MAX_AGE_S and (self._counting is None or self._counting.done()):
+            self._counting = asyncio.get_running_loop().create_task(self._count(reader))
+        return self._counts[1]
+
+    async def _count(self, reader: Reader) -> None:
+        try:
+            self._counts = (time.monotonic(), await reader.run_apart(embedding_reads.counts, self.model))
+        except Exception as error:  # noqa: BLE001 - the next request tries again
+            log.warning("search counts not read: %s", type(error).__name__)
 
     async def embed_query(self, text: str) -> np.ndarray:
         key = " ".join(text.lower().split())
@@ -101,6 +150,8 @@ class MeaningSearch:
         if self.embedder.loaded:
             return
         started = time.perf_counter()
+        if self.threads:
+            await to_thread.run_sync(_use_threads, self.threads)
         try:
             await to_thread.run_sync(self.embedder.load)
         except SearchModelUnavailable as error:
@@ -124,7 +175,10 @@ class MeaningSearch:
         if not kept_statuses:
             return RankedPage([], None)  # only done images have a caption's embedding
         query = await self.embed_query(text)
-        await self.refresh(reader)
+        if len(self.index) == 0 and self._refreshed_at is None:
+            await self.refresh(reader)  # the first fill: nothing to rank before it
+        else:
+            self.top_up_soon(reader)
         boosted: set[int] = set()
         if words:
             found = await reader.run(image_reads.list_images, limit=AUTO_WORD_MATCHES, status="done", search=text)

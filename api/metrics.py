@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import context, reader
-from models import embedding_reads, metrics_reads, stats_reads
+from models import metrics_reads, stats_reads
 from models.caption_batches import SECONDS_BUCKETS, SIZE_BUCKETS, CaptionBatches
 from models.embedding_reads import EmbeddingCounts
 
@@ -205,7 +205,7 @@ async def get_metrics(request: Request) -> Response:
     now = datetime.now(UTC).replace(tzinfo=None)
     figures = await reader(request).run_apart(metrics_reads.metrics, now=now)
     meaning = context(request).meaning
-    search = await reader(request).run_apart(embedding_reads.counts, meaning.model) if meaning is not None else None
+    search = await meaning.counts(reader(request)) if meaning is not None else None
     registry = request.app.state.metrics_registry
     lease_s = context(request).config.pipeline.lease_s
     body = generate_latest(_Both(registry, _Snapshot(figures, now, lease_s, search)))  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from api import serialize
 from api.context import ApiContext, CachedStats, Reader, context, reader
 from api.faults import UNREACHABLE, problem_of
 from api.serialize import JSON, JsonResponse
-from models import embedding_reads, stats_reads, status_reads
+from models import stats_reads, status_reads
 from models.diskspace import data_disk_problem
 
 # Seconds a lapsed watch lease is given before /healthz says intake stopped (a renewal late).
@@ -96,7 +96,7 @@ async def _search_stats(ctx: ApiContext, db: Reader) -> dict[str, Any]:
     meaning = ctx.meaning
     if meaning is None:
         return {"enabled": False, "model": None, "reason": 'search.model is "none"'}
-    counts = await db.run_apart(embedding_reads.counts, meaning.model)  # milliseconds: off the event loop
+    counts = await meaning.counts(db)
     return {"enabled": True, "model": meaning.model, "embedded": counts.embedded, "waiting": counts.waiting, "in_index": len(meaning.index)}
 
 

@@ -81,8 +81,9 @@ sys.path.insert(0, str(ROOT))
 from api.meaning import CANDIDATES_PER_ITEM
 from api.meaning_index import READ_ROWS, SEQ_SLACK, MeaningIndex
 from daemon.database import embeddings
+from daemon.database.records import utcnow
 from daemon.database.writer import DatabaseWriter
-from daemon.roles.embedding import embed_waiting
+from daemon.roles.embedding import FULL_WALK_S, RECENT_MARGIN_S, embed_waiting
 from models import embedding_reads, migrate
 from models.config_sections import SearchConfig
 from models.db import BACKENDS, make_engine
@@ -490,19 +491,23 @@ def bench_daemon(url: str, embedder: TextEmbedder, per_size: int, pool: list[str
         # Embed whatever still waits (a short --images run), so the API's index holds every image.
         while embed_waiting(writer, embedder, limit=256):
             pass
-        # One caption alone: what a lone photo's embedding costs (the embedder asks for a batch
-        # of search.batch_size and finds one).
+        # One caption alone: what a lone photo's embedding costs. The idle embedder looks at the
+        # images recorded in the last seconds (processed_since), asks for a batch of
+        # search.batch_size, and finds one: the caption just recorded.
         lone_wall, lone_cpu, lone_model = [], [], []
         forget = text("DELETE FROM image_embeddings WHERE image_id = :image_id")
+        recorded = text("UPDATE images SET processed_at = :now WHERE id = :image_id")
         with engine.connect() as connection:
             newest = connection.execute(text("SELECT max(id) FROM images")).scalar_one()
         for run in range(LONE_RUNS + 1):
             image_id = newest - run
             with engine.begin() as connection:
                 connection.execute(forget, {"image_id": image_id})
+                connection.execute(recorded, {"image_id": image_id, "now": utcnow()})
             timed = TimedEmbedder(embedder)
             cpu, started = time.process_time(), time.perf_counter()
-            got = embed_waiting(writer, timed, limit=SearchConfig().batch_size)  # type: ignore[arg-type]
+            since = utcnow() - timedelta(seconds=RECENT_MARGIN_S)
+            got = embed_waiting(writer, timed, limit=SearchConfig().batch_size, processed_since=since)  # type: ignore[arg-type]
             wall, cpu = time.perf_counter() - started, time.process_time() - cpu
             assert got == 1, got
             if run:  # the first warms the batch of one up
@@ -510,17 +515,24 @@ def bench_daemon(url: str, embedder: TextEmbedder, per_size: int, pool: list[str
                 lone_cpu.append(cpu * 1000)
                 lone_model.append(timed.seconds * 1000)
         results["lone"] = {"wall": percentiles(lone_wall), "cpu": percentiles(lone_cpu), "model": percentiles(lone_model)}
-        # The idle embedder's poll (every IDLE_POLL_S): who embeds, then what waits (nothing).
-        polls, waits = [], []
+        # The idle embedder's look (every IDLE_POLL_S): who embeds, then what was recorded in
+        # the last seconds (nothing); and its walk of every captioned image (every FULL_WALK_S).
+        polls, waits, walks = [], [], []
         for _ in range(30):
             started = time.perf_counter()
             writer.call(embeddings.embedders)
             between = time.perf_counter()
-            assert not writer.call(embedding_reads.waiting, embedder.key, limit=SearchConfig().batch_size)
+            since = utcnow() - timedelta(seconds=RECENT_MARGIN_S)
+            assert not writer.call(embedding_reads.waiting, embedder.key, limit=SearchConfig().batch_size, processed_since=since)
             polls.append((time.perf_counter() - started) * 1000)
             waits.append((time.perf_counter() - between) * 1000)
+        for _ in range(5):
+            started = time.perf_counter()
+            assert not writer.call(embedding_reads.waiting, embedder.key, limit=SearchConfig().batch_size)
+            walks.append((time.perf_counter() - started) * 1000)
         results["idle_poll"] = percentiles(polls)
         results["idle_poll_waiting_alone"] = percentiles(waits)
+        results["full_walk"] = percentiles(walks)
         results["load_average"] = load_average()
     finally:
         writer.stop()
@@ -889,6 +901,7 @@ def report(document: dict[str, Any]) -> None:
     line("    CPU ms p50 (all threads)", each(lambda b: b["daemon"]["lone"]["cpu"]["p50_ms"]))
     line("  idle poll (embedders + waiting, nothing waits): ms p50/p99", each(lambda b: (b["daemon"]["idle_poll"]["p50_ms"], b["daemon"]["idle_poll"]["p99_ms"]), "{:.2f} / {:.2f}"))
     line("    of which embedding_reads.waiting: ms p50/p99", each(lambda b: (b["daemon"]["idle_poll_waiting_alone"]["p50_ms"], b["daemon"]["idle_poll_waiting_alone"]["p99_ms"]), "{:.2f} / {:.2f}"))
+    line(f"  the walk of every captioned image (every {FULL_WALK_S:.0f} s): ms p50/p99", each(lambda b: (b["daemon"]["full_walk"]["p50_ms"], b["daemon"]["full_walk"]["p99_ms"]), "{:.2f} / {:.2f}"))
     line("  (load average then)", each(lambda b: b["daemon"]["load_average"], "{}"))
     reference = document.get("caption_reference")
     if reference:

@@ -107,6 +107,8 @@ class SearchConfig:
     batch_size: int = field(default=64, metadata=_at_least(1))
     # Results of a search by meaning end below this cosine similarity.
     min_score: float = field(default=0.25, metadata=_at_least(-1.0))
+    # CPU threads the API embeds a query and ranks with; 0 = one per core.
+    threads: int = field(default=1, metadata=_at_least(0))
 
     @property
     def enabled(self) -> bool:
