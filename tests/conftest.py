@@ -110,13 +110,18 @@ def config(make_config: Callable[..., Config]) -> Config:
     return make_config()
 
 
+def started_object_store() -> ThrowawayObjectStore:
+    """A new SeaweedFS on loopback ports; the test skips, saying why, when none can start here."""
+    try:
+        return ThrowawayObjectStore().start()
+    except StoreUnavailable as error:
+        pytest.skip(str(error))
+
+
 @pytest.fixture(scope="session")
 def object_store_server() -> Iterator[ThrowawayObjectStore]:
     """A real S3 server (SeaweedFS) for the session; each test keeps to a prefix of its own."""
-    try:
-        server = ThrowawayObjectStore().start()
-    except StoreUnavailable as error:
-        pytest.skip(str(error))
+    server = started_object_store()
     yield server
     server.stop()
 

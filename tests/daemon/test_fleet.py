@@ -9,8 +9,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,40 +22,10 @@ from models import config as config_module
 from models.config import Config
 from models.db import make_engine
 from models.tables import DaemonState, Image
-from tests.api.live import REPO
+from tests.daemon.fleet import Daemon
 from tests.helpers import photo_bytes, read_images, wait_for, write_toml
 
 VALID, TRUNCATED, DUPLICATED = 160, 30, 30
-
-
-class Daemon:
-    """One `htx daemon` process, its output in a log file of its own."""
-
-    def __init__(self, config_file: Path, name: str) -> None:
-        self.log_path = config_file.with_name(f"{name}.log")
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "--config", str(config_file), "daemon"],
-            cwd=REPO,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self._log.close()
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(30)
-        finally:
-            self._log.close()
 
 
 def fleet_config(folder: Path, database_url: str, **pipeline: object) -> tuple[Path, Config]:

@@ -11,7 +11,6 @@ import hashlib
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,48 +30,26 @@ from models.store import INCOMING, PARTS, Store, note_key
 from models.stores import open_store
 from models.tables import DaemonState, Image
 from tests.api.live import REPO, Htx, free_port
-from tests.conftest import s3_storage
+from tests.conftest import s3_storage, started_object_store
+from tests.daemon.fleet import Daemon as FleetDaemon
 from tests.helpers import photo_bytes, read_images, wait_for, write_toml
-from tests.seaweedfs import StoreUnavailable, ThrowawayObjectStore
+from tests.seaweedfs import ThrowawayObjectStore
 
 NODE = os.uname().nodename
 PHOTO_SIZE = (480, 360)
 
 
-class Daemon:
+class Daemon(FleetDaemon):
     """One `htx daemon` process of a kind ("watcher", "worker"), its output in a log of its own."""
 
     def __init__(self, config_file: Path, kind: str, number: int) -> None:
         self.kind = kind
         self.config_file = config_file
-        self.log_path = config_file.with_name(f"{kind}-{number}.log")
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "--config", str(config_file), "daemon"],
-            cwd=REPO,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(config_file, f"{kind}-{number}")
 
     @property
     def processed_by(self) -> str:
         return f"{NODE}:{self.process.pid}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self._log.close()
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(30)
-        finally:
-            self._log.close()
 
 
 def machine_config(folder: Path, database_url: str, storage: dict[str, Any], **pipeline: Any) -> tuple[Path, Config]:
@@ -342,10 +319,7 @@ def test_a_fleet_with_no_shared_folder_killed_at_random_loses_nothing_and_duplic
 @pytest.fixture
 def own_object_store() -> Iterator[ThrowawayObjectStore]:
     """A SeaweedFS of the test's own, which it may kill and start again."""
-    try:
-        server = ThrowawayObjectStore().start()
-    except StoreUnavailable as error:
-        pytest.skip(str(error))
+    server = started_object_store()
     yield server
     server.stop()
 
